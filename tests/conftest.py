@@ -1,0 +1,28 @@
+"""Test fixtures: Taichi is initialised once per session, on the CPU, with no fallback.
+
+Kernels take explicit dtypes, so one CPU initialisation serves float32 and float64 tests.
+``MARROW3D_TEST_BACKEND=cuda`` runs the Taichi tests on a GPU instead (fails if absent).
+"""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+
+@pytest.fixture(scope="session")
+def taichi_backend():
+    """Initialise Taichi once for the session and return the BackendInfo."""
+    from marrow3d.backend import initialize
+
+    backend = os.environ.get("MARROW3D_TEST_BACKEND", "cpu")
+    return initialize(backend, threads=2 if backend == "cpu" else None)
+
+
+@pytest.fixture
+def rng():
+    """A numpy Generator with a fixed seed, for building random test problems."""
+    import numpy as np
+
+    return np.random.default_rng(20261126)
