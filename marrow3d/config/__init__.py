@@ -1,0 +1,120 @@
+"""Typed, validated configuration of a marrow3d run.
+
+A run is configured by one TOML file whose top-level tables are the sections below. Every value
+has a default (the embedded default config, ``configs/default.toml``), units are in the key
+names, and unknown keys are errors that suggest the closest name.
+
+Examples
+--------
+>>> from marrow3d.config import load_config
+>>> cfg = load_config(None, ["run.days=2", "domain.shape_voxels=[32, 32, 32]"])
+>>> cfg.run.days
+2.0
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field, model_validator
+
+from .anatomy import AnatomyConfig, DomainConfig
+from .base import Section
+from .cells import CellsConfig
+from .loader import apply_overrides, default_config_text, read_toml, to_toml, validate_dict
+from .output import OutputConfig
+from .run import RunConfig
+from .therapy import TherapyConfig
+from .transport import TransportConfig
+from .vessels import VesselsConfig
+
+__all__ = [
+    "SimulationConfig",
+    "load_config",
+    "config_from_toml_text",
+    "to_toml",
+    "Section",
+]
+
+
+class SimulationConfig(Section):
+    """The whole configuration of one run (one TOML file)."""
+
+    run: RunConfig = Field(default_factory=RunConfig, description="Seed, duration, backend.")
+    domain: DomainConfig = Field(default_factory=DomainConfig, description="Grid and geometry kind.")
+    anatomy: AnatomyConfig = Field(default_factory=AnatomyConfig, description="Anatomy generator.")
+    transport: TransportConfig = Field(default_factory=TransportConfig, description="Fields and solver.")
+    cells: CellsConfig = Field(default_factory=CellsConfig, description="Cell dynamics.")
+    vessels: VesselsConfig = Field(default_factory=VesselsConfig, description="Vessel remodeling.")
+    therapy: TherapyConfig = Field(default_factory=TherapyConfig, description="Dosing schedule.")
+    output: OutputConfig = Field(default_factory=OutputConfig, description="What is written, when.")
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "SimulationConfig":
+        o2 = self.transport.oxygen
+        if o2.severe_hypoxic_mmHg >= o2.hypoxic_mmHg:
+            raise ValueError(
+                "transport.oxygen.severe_hypoxic_mmHg must be below transport.oxygen.hypoxic_mmHg"
+            )
+        return self
+
+    def to_toml(self) -> str:
+        """The fully resolved config as TOML (round-trips through :func:`load_config`)."""
+        return to_toml(self)
+
+
+def config_from_toml_text(text: str, source: str = "config") -> SimulationConfig:
+    """Validate a TOML string (e.g. the ``config_toml`` stored in a run file)."""
+    import sys
+
+    if sys.version_info >= (3, 11):
+        import tomllib
+    else:  # pragma: no cover
+        import tomli as tomllib
+    from ..errors import ConfigError
+
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{source} is not valid TOML: {exc}") from None
+    return validate_dict(SimulationConfig, data, source)  # type: ignore[return-value]
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> SimulationConfig:
+    """Load a config file (or the embedded default), apply overrides, validate.
+
+    Parameters
+    ----------
+    path : str or Path, optional
+        A TOML file. ``None`` uses the embedded default config. Keys missing from the file take
+        their defaults.
+    overrides : sequence of str
+        ``section.key=value`` strings (the CLI's ``--set``), applied in order.
+
+    Returns
+    -------
+    SimulationConfig
+
+    Raises
+    ------
+    ConfigError
+        One line naming the key, the value and what is allowed.
+    """
+    import sys
+
+    if sys.version_info >= (3, 11):
+        import tomllib
+    else:  # pragma: no cover
+        import tomli as tomllib
+
+    if path is None:
+        data: dict[str, Any] = tomllib.loads(default_config_text())
+        source = "default config"
+    else:
+        data = read_toml(path)
+        source = str(path)
+    if overrides:
+        data = apply_overrides(data, overrides)
+        source = f"{source} (with --set overrides)"
+    return validate_dict(SimulationConfig, data, source)  # type: ignore[return-value]

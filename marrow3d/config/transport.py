@@ -1,0 +1,175 @@
+"""``[transport.*]``: oxygen, drug and remodeling-signal fields and their solver.
+
+Every field obeys the same quasi-steady operator (model-brief section 3)::
+
+    div(D grad u) - k u - R(u) + E (u_blood - u) + S = 0
+
+Units: lengths in um, transport rates per minute, O2 in mmHg, drugs in uM, the remodeling
+signal in arbitrary signal units (su). ``E`` = exchange_per_min[class] x perfusion/permeability
+factor of the vessel's integrity (see ``[transport.exchange]``).
+"""
+
+from __future__ import annotations
+
+from pydantic import Field
+
+from .base import Section
+
+__all__ = [
+    "PerCellType",
+    "PerVesselClass",
+    "OxygenConfig",
+    "DrugConfig",
+    "SignalConfig",
+    "ExchangeConfig",
+    "SolverConfig",
+    "TransportConfig",
+    "DRUG_AGENTS",
+]
+
+#: Agents with a tissue concentration field (plerixafor and deferoxamine act through plasma PK).
+DRUG_AGENTS = ("cytarabine", "daunorubicin")
+
+
+class PerCellType(Section):
+    """A value for each cell type (units given by the owning field's name)."""
+
+    hsc: float = Field(0.0, ge=0.0, description="Normal hematopoietic stem cell.")
+    progenitor: float = Field(0.0, ge=0.0, description="Normal progenitor (all generations).")
+    lsc: float = Field(0.0, ge=0.0, description="Leukemic stem cell.")
+    blast: float = Field(0.0, ge=0.0, description="Leukemic blast.")
+
+    def as_table(self) -> list[float]:
+        """Values indexed by cell code (EMPTY, HSC, PROGENITOR, LSC, BLAST)."""
+        return [0.0, self.hsc, self.progenitor, self.lsc, self.blast]
+
+
+class PerVesselClass(Section):
+    """A value for each vessel class."""
+
+    arteriole: float = Field(0.0, ge=0.0, description="Endosteal / transition arterioles.")
+    sinusoid: float = Field(0.0, ge=0.0, description="Sinusoids and the central sinus.")
+
+    def as_table(self) -> list[float]:
+        """Values indexed by vessel class (none, arteriole, sinusoid)."""
+        return [0.0, self.arteriole, self.sinusoid]
+
+
+class ExchangeConfig(Section):
+    """How vessel integrity changes exchange: ``E = E0 * I * (1 + leak * (1 - I))``.
+
+    Perfusion falls with integrity I (the factor I); permeability rises as the vessel leaks
+    (the factor 1 + leak (1 - I)). A vessel under ``[vessels].integrity_floor`` exchanges
+    nothing.
+    """
+
+    leak: PerVesselClass = Field(
+        default_factory=lambda: PerVesselClass(arteriole=1.0, sinusoid=3.0),
+        description="Permeability gain as integrity falls (Passaro 2017: AML sinusoids x2-5 leakier; assumption).",
+    )
+
+
+class OxygenConfig(Section):
+    """Oxygen partial pressure field (mmHg) with Michaelis-Menten consumption."""
+
+    diffusivity_um2_per_min: float = Field(
+        1.2e5, gt=0.0, description="O2 diffusivity in marrow and blood (2000 um^2/s; parameters.md 1b)."
+    )
+    diffusivity_map: str | None = Field(
+        None,
+        description="Optional per-voxel diffusivity (um^2/min): a .npy file or file.h5:/dataset shaped like the grid.",
+    )
+    solubility_uM_per_mmHg: float = Field(
+        1.3, gt=0.0, description="Bunsen solubility converted to uM/mmHg (Christoforides 1969)."
+    )
+    km_mmHg: float = Field(1.0, gt=0.0, description="Michaelis-Menten constant of O2 uptake (modelling convention).")
+    consumption_amol_per_cell_s: PerCellType = Field(
+        default_factory=lambda: PerCellType(hsc=1.5, progenitor=5.0, lsc=2.0, blast=10.0),
+        description="Maximal O2 consumption per cell (Wagner 2011: ~2.5 amol/s average; cycling 1.5-5x quiescent).",
+    )
+    blood_pO2_mmHg: PerVesselClass = Field(
+        default_factory=lambda: PerVesselClass(arteriole=32.0, sinusoid=16.0),
+        description="Vessel pO2 by class (Spencer 2014: < 32 mmHg everywhere; endosteum higher). Calibrated.",
+    )
+    exchange_per_min: PerVesselClass = Field(
+        default_factory=lambda: PerVesselClass(arteriole=400.0, sinusoid=400.0),
+        description="Exchange rate E0 of a healthy vessel voxel for O2 (perfusion-limited; assumption).",
+    )
+    decay_per_min: float = Field(0.0, ge=0.0, description="Bulk O2 decay (0: consumption only).")
+    hypoxic_mmHg: float = Field(10.0, gt=0.0, description="'Hypoxic' threshold for metrics (parameters.md 1d).")
+    severe_hypoxic_mmHg: float = Field(3.0, gt=0.0, description="'Severe' hypoxia threshold (Secomb 1995).")
+
+
+class DrugConfig(Section):
+    """A chemotherapy field (uM): linear decay, linear uptake by cells, exchange with plasma."""
+
+    diffusivity_um2_per_min: float = Field(1.2e4, gt=0.0, description="Tissue diffusivity.")
+    decay_per_min: float = Field(0.0, ge=0.0, description="Tissue degradation rate.")
+    uptake_per_min: PerCellType = Field(
+        default_factory=lambda: PerCellType(hsc=0.02, progenitor=0.05, lsc=0.02, blast=0.05),
+        description="Linear uptake by cells of each type.",
+    )
+    exchange_per_min: PerVesselClass = Field(
+        default_factory=lambda: PerVesselClass(arteriole=2.0, sinusoid=20.0),
+        description="Extravasation rate of a healthy vessel voxel (tight arterioles, leaky sinusoids; Itkin 2016).",
+    )
+
+
+def _cytarabine() -> DrugConfig:
+    return DrugConfig(
+        diffusivity_um2_per_min=1.2e4,  # Stokes-Einstein estimate with tortuosity (parameters.md 7)
+        decay_per_min=0.005,  # cytidine deaminase activity in tissue (assumption)
+    )
+
+
+def _daunorubicin() -> DrugConfig:
+    return DrugConfig(
+        diffusivity_um2_per_min=7.0e3,  # doxorubicin tumour-cord value (parameters.md 4d)
+        decay_per_min=0.0,
+        # anthracyclines accumulate in cells hundreds of times over plasma (parameters.md 4b)
+        uptake_per_min=PerCellType(hsc=0.2, progenitor=0.3, lsc=0.2, blast=0.3),
+    )
+
+
+class DrugsConfig(Section):
+    """One field per chemotherapy agent; solved only while the agent is present in plasma."""
+
+    cytarabine: DrugConfig = Field(default_factory=_cytarabine, description="Ara-C (S-phase specific).")
+    daunorubicin: DrugConfig = Field(default_factory=_daunorubicin, description="Anthracycline.")
+
+
+class SignalConfig(Section):
+    """Remodeling signal (su): secreted by leukemic cells, decays, washed out by vessels."""
+
+    diffusivity_um2_per_min: float = Field(
+        3.0e3, gt=0.0, description="Cytokine-sized molecule in tissue (assumption)."
+    )
+    decay_per_min: float = Field(0.05, ge=0.0, description="Decay rate (sets a ~250 um range; assumption).")
+    secretion_su_per_min: PerCellType = Field(
+        default_factory=lambda: PerCellType(lsc=1.0, blast=1.0),
+        description="Secretion per cell (Duarte 2018: endosteal AML cells secrete anti-angiogenic cytokines).",
+    )
+    exchange_per_min: PerVesselClass = Field(
+        default_factory=lambda: PerVesselClass(arteriole=0.05, sinusoid=0.2),
+        description="Wash-out into blood (blood level 0).",
+    )
+
+
+class SolverConfig(Section):
+    """Steady-state multigrid solver settings."""
+
+    tolerance: float = Field(1e-6, gt=0.0, lt=1.0, description="Relative residual to reach.")
+    max_iterations: int = Field(200, ge=1, description="Maximum multigrid iterations per solve.")
+    diagnostics_dir: str | None = Field(
+        None, description="Where a failed solve writes its diagnostic file (default: the run directory)."
+    )
+
+
+class TransportConfig(Section):
+    """All transported fields and the solver."""
+
+    oxygen: OxygenConfig = Field(default_factory=OxygenConfig, description="Oxygen (mmHg).")
+    drugs: DrugsConfig = Field(default_factory=DrugsConfig, description="Chemotherapy fields (uM).")
+    signal: SignalConfig = Field(default_factory=SignalConfig, description="Remodeling signal (su).")
+    exchange: ExchangeConfig = Field(default_factory=ExchangeConfig, description="Integrity -> exchange law.")
+    solver: SolverConfig = Field(default_factory=SolverConfig, description="Solver settings.")
