@@ -82,6 +82,12 @@ def test_stats_without_a_vessel_class_are_none_not_errors():
     assert checks["niches_within_10um_of_sinusoid_fraction"].ok is None
 
 
+def test_niche_shares_of_a_few_slots_are_not_judged():
+    s = anatomy_stats(_hand_made())  # two slots: a share of 0.5 means nothing
+    c = {c.key: c for c in check_literature_ranges(s)}["niches_within_10um_of_sinusoid_fraction"]
+    assert c.value == 0.5 and c.ok is None and "n=2" in c.note
+
+
 def test_literature_ranges_are_documented_data():
     assert len(LITERATURE_RANGES) >= 10
     for key, rng in LITERATURE_RANGES.items():

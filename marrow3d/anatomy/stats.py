@@ -49,6 +49,11 @@ class LiteratureRange:
         Paper(s) or *assumption*, as in ``parameters.md``.
     basis : str
         What the source says and how it becomes this interval.
+    samples_key : str or None
+        Dotted key of the sample size behind the statistic (e.g. the niche count).
+    min_samples : int
+        Below this many samples the check is not applicable (``ok=None``): a share of two
+        niche slots says nothing about a literature percentage.
     """
 
     low: float
@@ -56,6 +61,8 @@ class LiteratureRange:
     unit: str
     source: str
     basis: str
+    samples_key: str | None = None
+    min_samples: int = 0
 
     def contains(self, value: float | None) -> bool:
         """True when ``value`` is a finite number in ``[low, high]``."""
@@ -134,6 +141,8 @@ LITERATURE_RANGES: dict[str, LiteratureRange] = {
         "Acar 2015",
         "~85% of HSCs (alpha-catulin-GFP+ c-kit+) within 10 um of a sinusoid (~90% in a "
         "seminar abstract): all niche slots, both kinds.",
+        samples_key="niche_count.total",
+        min_samples=10,
     ),
     "perivascular_niches_within_10um_of_sinusoid_fraction": LiteratureRange(
         0.85,
@@ -141,6 +150,8 @@ LITERATURE_RANGES: dict[str, LiteratureRange] = {
         "1",
         "Acar 2015",
         "Perivascular slots are defined by sinusoid contact, so at least Acar's 85%.",
+        samples_key="niche_count.perivascular",
+        min_samples=5,
     ),
     "niche_density_per_mm3.total": LiteratureRange(
         25.0,
@@ -347,12 +358,17 @@ def anatomy_stats(anatomy: Anatomy, bands_um: tuple[float, ...] = BONE_DISTANCE_
 
 @dataclass(frozen=True)
 class RangeCheck:
-    """One statistic against its literature range (``ok`` is None when not measurable)."""
+    """One statistic against its literature range.
+
+    ``ok`` is None when the check does not apply: the statistic was not measurable, or it
+    rests on fewer than ``range.min_samples`` samples (``note`` says which).
+    """
 
     key: str
     value: float | None
     range: LiteratureRange
     ok: bool | None
+    note: str = ""
 
 
 def check_literature_ranges(
@@ -361,13 +377,20 @@ def check_literature_ranges(
     """Compare measured statistics with :data:`LITERATURE_RANGES` (or ``ranges``).
 
     A statistic that could not be measured (``None``, e.g. arteriole distances in an
-    anatomy without arterioles) gives ``ok=None``, not a failure; callers decide.
+    anatomy without arterioles), or that rests on too few samples (niche shares in a domain
+    with a handful of slots), gives ``ok=None``, not a failure; callers decide.
     """
     out = []
     for key, rng in (ranges if ranges is not None else LITERATURE_RANGES).items():
         value = _get(stats, key)
-        ok = None if value is None else rng.contains(float(value))
-        out.append(RangeCheck(key, None if value is None else float(value), rng, ok))
+        if value is None:
+            out.append(RangeCheck(key, None, rng, None, "not measurable"))
+            continue
+        n = _get(stats, rng.samples_key) if rng.samples_key else None
+        if n is not None and n < rng.min_samples:
+            out.append(RangeCheck(key, float(value), rng, None, f"n={n}<{rng.min_samples}"))
+            continue
+        out.append(RangeCheck(key, float(value), rng, rng.contains(float(value))))
     return out
 
 
@@ -389,13 +412,16 @@ def stats_table(stats: dict[str, Any], title: str | None = None):
     from rich.table import Table
 
     table = Table(
-        title=title or f"anatomy statistics ({stats.get('kind')}, {stats.get('shape_voxels')} voxels)"
+        title=title or f"anatomy statistics ({stats.get('kind')}, {stats.get('shape_voxels')} voxels)",
+        show_edge=False,
     )
-    table.add_column("statistic", no_wrap=True)
-    table.add_column("value", justify="right", no_wrap=True)
-    table.add_column("literature range", justify="right", no_wrap=True)
-    table.add_column("source", overflow="fold")
-    table.add_column("check", justify="center", no_wrap=True)
+    # Narrow consoles (80 columns when output is redirected) fold the names and sources
+    # rather than truncating the numbers and the verdict.
+    table.add_column("statistic", overflow="fold", min_width=16)
+    table.add_column("value", justify="right", no_wrap=True, min_width=9)
+    table.add_column("range (literature)", justify="right", overflow="fold", min_width=10)
+    table.add_column("source", overflow="fold", min_width=8)
+    table.add_column("check", justify="center", overflow="fold", min_width=9)
     checks = {c.key: c for c in check_literature_ranges(stats)}
 
     def row(key: str, value: Any) -> None:
@@ -405,7 +431,7 @@ def stats_table(stats: dict[str, Any], title: str | None = None):
             return
         rng = c.range
         hi = "inf" if np.isinf(rng.high) else _fmt(rng.high)
-        mark = {True: "[green]PASS[/green]", False: "[red]FAIL[/red]", None: "n/a"}[c.ok]
+        mark = {True: "[green]PASS[/green]", False: "[red]FAIL[/red]", None: f"n/a {c.note}".strip()}[c.ok]
         table.add_row(key, _fmt(value), f"[{_fmt(rng.low)}, {hi}] {rng.unit}", rng.source, mark)
 
     for name, frac in stats["volume_fraction"].items():
