@@ -105,8 +105,11 @@ def generate_anatomy(domain: DomainConfig, anatomy: AnatomyConfig | None = None,
     anatomy : AnatomyConfig, optional
         Generator parameters (defaults when omitted).
     seed : int
-        Non-negative seed. The same seed gives byte-identical arrays on any machine with
-        the same numpy; another seed gives another anatomy.
+        Non-negative seed. The same seed gives byte-identical arrays with the same numpy
+        and scipy on the same platform (the walk rounds float positions to voxels, so a
+        last-bit difference in another build's SIMD arithmetic could move a voxel); another
+        seed gives another anatomy. Record ``Anatomy.fingerprint()`` with a run, or store
+        the arrays, to pin the exact anatomy.
 
     Returns
     -------
