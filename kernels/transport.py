@@ -1,0 +1,567 @@
+"""Transport coefficients and the discrete reaction-diffusion operator (Taichi kernels).
+
+Every transport field (oxygen, each drug, the remodeling signal) obeys the same discrete
+steady problem on cell-centred voxels of edge ``h`` um (arrays C-ordered ``(z, y, x)``,
+no-flux domain boundary). For every active voxel p (``D_p > 0``)::
+
+    F_p(u) = sum_{q in 6 nbrs} g_pq (u_q - u_p) - a_p u_p - vmax_p u_p / (km + u_p) + s_p = 0
+    g_pq = 2 D_p D_q / (D_p + D_q) / h^2      [1/min]
+
+Inactive voxels (``D = 0``: bone, outside) hold ``u = 0`` and are not part of the residual.
+See :mod:`kernels.transport_reference` for the same operator in scipy (the test oracle).
+
+This module holds
+
+* the coefficient *assembly* from the compact model state (tissue, cells, vessel integrity)
+  and a small packed table per field (:class:`CoefficientTables`), so all fields share one
+  kernel;
+* the operator pieces used by :mod:`kernels.multigrid`: face conductances, the nonlinear
+  residual with its Newton diagonal, and the linearised operator applied to a vector;
+* the mass-balance totals (vessel supply, uptake, decay, secretion) in float64.
+
+Array conventions: coefficient arrays (``D, a, vmax, s``) are 1-D Taichi ndarrays of length
+``nz*ny*nx`` in C order (voxel ``(z, y, x)`` at ``(z*ny + y)*nx + x``); the solver's internal
+arrays (conductances, diagonals, iterates) are *padded* with one zero plane before and after
+(:func:`padded_size`). 1-D ndarrays with explicit index arithmetic compile once per process
+for every grid and level and run as fast as dense fields on the CPU (3-D ndarrays with
+runtime strides were 3x slower in our measurements; dense fields recompile every kernel for
+every new field, about 0.1 s each). Model-state inputs may be 3-D Taichi fields or 3-D numpy
+arrays / Taichi ndarrays.
+
+Loops run in parallel over ``(z, y)`` rows with a serial inner ``x`` loop: LLVM then
+strength-reduces the indexing and the boundary tests, about 2.5x faster than a flat 3-D
+parallel loop on the CPU. Reductions go through one float64 partial per row, summed in a
+fixed order, so results are bitwise reproducible run to run (no floating-point atomics).
+"""
+
+# No `from __future__ import annotations`: Taichi reads kernel annotations as objects.
+
+import numpy as np
+
+from .codes import MARROW, N_CELL_TYPES, N_TISSUE, VESSEL_CLASS_OF_TISSUE
+from .ti_compat import ti
+from .transport_reference import CoefficientTables
+
+__all__ = [
+    "CoefficientTables",
+    "TABLE_SIZE",
+    "pack_tables",
+    "upload_tables",
+    "assemble_coefficients",
+    "balance_totals",
+    "face_conductances",
+    "residual_jacobian",
+    "apply_operator",
+    "finish_sum",
+    "neighbor_sum",
+    "conductance_sum",
+    "padded_size",
+    "ND1",
+    "ND1_F64",
+]
+
+# Offsets of each table in the packed float64 table array (see ``pack_tables``).
+T_D = 0
+T_DECAY = T_D + N_TISSUE
+T_UPTAKE = T_DECAY + N_TISSUE
+T_VMAX = T_UPTAKE + N_CELL_TYPES
+T_SECRETION = T_VMAX + N_CELL_TYPES
+T_EXCHANGE = T_SECRETION + N_CELL_TYPES
+T_LEAK = T_EXCHANGE + 3
+T_BLOOD = T_LEAK + 3
+T_FLOOR = T_BLOOD + 3
+TABLE_SIZE = T_FLOOR + 1
+
+ND1 = ti.types.ndarray(ndim=1)  # any dtype: instantiated per dtype, shared by every grid
+ND1_F64 = ti.types.ndarray(dtype=ti.f64, ndim=1)
+ND3 = ti.types.ndarray(ndim=3)
+
+# Slots of the float64 scalar register array shared by the solver kernels.
+S_FF = 0  # ||F||^2 of the residual kernel
+S_SS = 1  # ||s_eff||^2 (scale of the relative residual)
+
+
+def pack_tables(tables: CoefficientTables) -> np.ndarray:
+    """Pack a :class:`CoefficientTables` into the float64 array the kernels read.
+
+    Returns
+    -------
+    ndarray of float64, shape (TABLE_SIZE,)
+    """
+    return np.concatenate(
+        [
+            tables.diffusivity_by_tissue,
+            tables.decay_by_tissue,
+            tables.uptake_by_cell,
+            tables.vmax_by_cell,
+            tables.secretion_by_cell,
+            tables.exchange_by_class,
+            tables.leak_by_class,
+            tables.blood_by_class,
+            [tables.integrity_floor],
+        ]
+    ).astype(np.float64)
+
+
+def upload_tables(tables: CoefficientTables, out=None):
+    """Copy the packed tables to a Taichi float64 ndarray (allocated if ``out`` is None).
+
+    A few dozen numbers: cheap to redo every cell step when u_blood follows a PK curve.
+    """
+    if out is None:
+        out = ti.ndarray(ti.f64, shape=TABLE_SIZE)
+    out.from_numpy(pack_tables(tables))
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Assembly
+# ---------------------------------------------------------------------------------------------
+
+
+@ti.func
+def _vessel_class(t):
+    """Vessel class code of tissue code ``t`` (unrolled: the map is a compile-time constant)."""
+    c = 0
+    for k in ti.static(range(N_TISSUE)):
+        # select, not `if`: a Python constant assigned inside a runtime `if` is not stored
+        c = ti.select(t == k, VESSEL_CLASS_OF_TISSUE[k], c)
+    return c
+
+
+@ti.func
+def _exchange(t, integ, tab: ti.template()):
+    """Vessel exchange rate E [1/min] of a voxel with tissue code t and integrity integ."""
+    cls = _vessel_class(t)
+    e = ti.cast(0.0, ti.f64)
+    if cls != 0 and integ >= tab[T_FLOOR]:
+        # perfusion falls with integrity (factor I); permeability rises as it leaks
+        e = tab[T_EXCHANGE + cls] * integ * (1.0 + tab[T_LEAK + cls] * (1.0 - integ))
+    return e
+
+
+@ti.func
+def _voxel_coefficients(t_raw, c_raw, integ_raw, tab: ti.template()):
+    """(D, a, vmax, s) in float64 for one voxel, term by term as the numpy reference."""
+    # Codes are validated upstream; clamping keeps a bad code from reading past the table.
+    t = ti.min(ti.cast(t_raw, ti.i32), N_TISSUE - 1)
+    c = ti.min(ti.cast(c_raw, ti.i32), N_CELL_TYPES - 1)
+    integ = ti.cast(integ_raw, ti.f64)
+    e = _exchange(t, integ, tab)
+    cls = _vessel_class(t)
+    d = tab[T_D + t]
+    a = tab[T_DECAY + t] + e
+    vm = ti.cast(0.0, ti.f64)
+    s = e * tab[T_BLOOD + cls]
+    if t == MARROW:  # cell terms only in marrow voxels
+        a += tab[T_UPTAKE + c]
+        vm = tab[T_VMAX + c]
+        s += tab[T_SECRETION + c]
+    return d, a, vm, s
+
+
+@ti.kernel
+def _assemble_fields(
+    tissue: ti.template(),
+    cells: ti.template(),
+    integrity: ti.template(),
+    override: ti.template(),
+    use_override: ti.template(),
+    tab: ND1_F64,
+    D: ND1,
+    a: ND1,
+    vmax: ND1,
+    s: ND1,
+    dt: ti.template(),
+):
+    nz, ny, nx = tissue.shape
+    for z, y in ti.ndrange(nz, ny):
+        for x in range(nx):
+            p = (z * ny + y) * nx + x
+            d, aa, vm, ss = _voxel_coefficients(tissue[z, y, x], cells[z, y, x], integrity[z, y, x], tab)
+            if ti.static(use_override):
+                d = ti.cast(override[z, y, x], ti.f64)
+            D[p] = ti.cast(d, dt)
+            a[p] = ti.cast(aa, dt)
+            vmax[p] = ti.cast(vm, dt)
+            s[p] = ti.cast(ss, dt)
+
+
+@ti.kernel
+def _assemble_arrays(
+    tissue: ND3,
+    cells: ND3,
+    integrity: ND3,
+    override: ND3,
+    use_override: ti.template(),
+    tab: ND1_F64,
+    D: ND1,
+    a: ND1,
+    vmax: ND1,
+    s: ND1,
+    dt: ti.template(),
+):
+    nz, ny, nx = tissue.shape[0], tissue.shape[1], tissue.shape[2]
+    for z, y in ti.ndrange(nz, ny):
+        for x in range(nx):
+            p = (z * ny + y) * nx + x
+            d, aa, vm, ss = _voxel_coefficients(tissue[z, y, x], cells[z, y, x], integrity[z, y, x], tab)
+            if ti.static(use_override):
+                d = ti.cast(override[z, y, x], ti.f64)
+            D[p] = ti.cast(d, dt)
+            a[p] = ti.cast(aa, dt)
+            vmax[p] = ti.cast(vm, dt)
+            s[p] = ti.cast(ss, dt)
+
+
+def _is_field(obj) -> bool:
+    return isinstance(obj, ti.Field)
+
+
+def _check_shape(name, arr, shape):
+    if tuple(arr.shape) != tuple(shape):
+        raise ValueError(f"{name} has shape {tuple(arr.shape)}, expected {tuple(shape)}")
+
+
+def assemble_coefficients(tissue, cells, integrity, tables, D, a, vmax, s, diffusivity_override=None):
+    """Write the per-voxel coefficients of one field from the compact model state.
+
+    ``a = decay[tissue] + E + uptake[cell]``, ``vmax = vmax[cell]``,
+    ``s = E u_blood[class] + secretion[cell]`` (cell terms only in marrow voxels) and
+    ``D = diffusivity[tissue]`` or the override, with the vessel exchange
+    ``E = exchange[class] I (1 + leak[class] (1 - I))`` for vessels with ``I >= floor``.
+
+    Parameters
+    ----------
+    tissue, cells : 3-D Taichi fields, or 3-D numpy arrays / Taichi ndarrays, of uint8
+        Tissue and cell codes (:mod:`kernels.codes`), shape (nz, ny, nx).
+    integrity : same kind, float
+        Vessel integrity in [0, 1] (read only in vessel voxels).
+    tables : CoefficientTables or a Taichi float64 ndarray from :func:`upload_tables`
+        The field's per-label / per-type tables.
+    D, a, vmax, s : 1-D Taichi ndarrays of length nz*ny*nx (C order), e.g. a solver's
+        ``MultigridSolver.D`` etc. Outputs: D [um^2/min], a [1/min], vmax [u/min], s [u/min].
+    diffusivity_override : same kind as tissue, optional
+        Per-voxel D [um^2/min] replacing the per-tissue table (e.g. an imaging-derived map).
+    """
+    shape = tuple(tissue.shape)
+    for name, arr in (("cells", cells), ("integrity", integrity)):
+        _check_shape(name, arr, shape)
+    n = int(np.prod(shape))
+    for name, arr in (("D", D), ("a", a), ("vmax", vmax), ("s", s)):
+        if tuple(arr.shape) != (n,):
+            raise ValueError(f"{name} must be a 1-D ndarray of length {n}, got shape {tuple(arr.shape)}")
+    tab = upload_tables(tables) if isinstance(tables, CoefficientTables) else tables
+    use = diffusivity_override is not None
+    if use:
+        _check_shape("diffusivity_override", diffusivity_override, shape)
+    over = diffusivity_override if use else integrity  # placeholder, never read
+    if _is_field(tissue):
+        if not (_is_field(cells) and _is_field(integrity) and _is_field(over)):
+            raise TypeError("tissue, cells, integrity and the override must all be fields or all arrays")
+        _assemble_fields(tissue, cells, integrity, over, use, tab, D, a, vmax, s, D.dtype)
+    else:
+        arrs = [np.ascontiguousarray(v) if isinstance(v, np.ndarray) else v for v in (tissue, cells, integrity, over)]
+        _assemble_arrays(*arrs, use, tab, D, a, vmax, s, D.dtype)
+
+
+# ---------------------------------------------------------------------------------------------
+# Mass balance
+# ---------------------------------------------------------------------------------------------
+
+
+@ti.func
+def _balance_terms(t_raw, c_raw, integ_raw, uu, d, tab: ti.template(), km):
+    """(supply, uptake, decay, secretion) rates [u/min] of one active voxel, float64."""
+    t = ti.min(ti.cast(t_raw, ti.i32), N_TISSUE - 1)
+    c = ti.min(ti.cast(c_raw, ti.i32), N_CELL_TYPES - 1)
+    integ = ti.cast(integ_raw, ti.f64)
+    u = ti.cast(uu, ti.f64)
+    sup = ti.cast(0.0, ti.f64)
+    upt = ti.cast(0.0, ti.f64)
+    dec = ti.cast(0.0, ti.f64)
+    sec = ti.cast(0.0, ti.f64)
+    if d > 0:
+        e = _exchange(t, integ, tab)
+        sup = e * (tab[T_BLOOD + _vessel_class(t)] - u)
+        dec = tab[T_DECAY + t] * u
+        if t == MARROW:
+            upt = tab[T_UPTAKE + c] * u + tab[T_VMAX + c] * u / (km + u)
+            sec = tab[T_SECRETION + c]
+    return sup, upt, dec, sec
+
+
+@ti.kernel
+def _balance_fields(
+    u: ti.template(), tissue: ti.template(), cells: ti.template(), integrity: ti.template(),
+    D: ND1, tab: ND1_F64, km: ti.f64, part: ND1_F64, out: ND1_F64,
+):
+    nz, ny, nx = tissue.shape
+    for z, y in ti.ndrange(nz, ny):
+        acc = ti.Vector([0.0, 0.0, 0.0, 0.0], dt=ti.f64)
+        for x in range(nx):
+            p = (z * ny + y) * nx + x
+            d = ti.cast(D[p], ti.f64)
+            t0, t1, t2, t3 = _balance_terms(tissue[z, y, x], cells[z, y, x], integrity[z, y, x], u[z, y, x], d, tab, km)
+            acc += ti.Vector([t0, t1, t2, t3], dt=ti.f64)
+        for k in ti.static(range(4)):
+            part[(z * ny + y) * 4 + k] = acc[k]
+    ti.loop_config(serialize=True)
+    for k in range(4):
+        tot = ti.cast(0.0, ti.f64)
+        for r in range(nz * ny):
+            tot += part[r * 4 + k]
+        out[k] = tot
+
+
+@ti.kernel
+def _balance_arrays(
+    u: ND3, tissue: ND3, cells: ND3, integrity: ND3,
+    D: ND1, tab: ND1_F64, km: ti.f64, part: ND1_F64, out: ND1_F64,
+):
+    nz, ny, nx = tissue.shape[0], tissue.shape[1], tissue.shape[2]
+    for z, y in ti.ndrange(nz, ny):
+        acc = ti.Vector([0.0, 0.0, 0.0, 0.0], dt=ti.f64)
+        for x in range(nx):
+            p = (z * ny + y) * nx + x
+            d = ti.cast(D[p], ti.f64)
+            t0, t1, t2, t3 = _balance_terms(tissue[z, y, x], cells[z, y, x], integrity[z, y, x], u[z, y, x], d, tab, km)
+            acc += ti.Vector([t0, t1, t2, t3], dt=ti.f64)
+        for k in ti.static(range(4)):
+            part[(z * ny + y) * 4 + k] = acc[k]
+    ti.loop_config(serialize=True)
+    for k in range(4):
+        tot = ti.cast(0.0, ti.f64)
+        for r in range(nz * ny):
+            tot += part[r * 4 + k]
+        out[k] = tot
+
+
+def balance_totals(u, tissue, cells, integrity, tables, D, km, voxel_um) -> dict[str, float]:
+    """Domain totals of each source and sink of one field, float64, over active voxels.
+
+    Parameters
+    ----------
+    u : 3-D Taichi field, or 3-D numpy array / Taichi ndarray (same kind as ``tissue``)
+        The field [u].
+    tissue, cells, integrity : as in :func:`assemble_coefficients`
+    tables : CoefficientTables or packed float64 Taichi ndarray
+    D : 1-D Taichi ndarray
+        The assembled diffusivity (decides which voxels are active).
+    km : float
+        Michaelis-Menten constant [u].
+    voxel_um : float
+        Voxel edge [um].
+
+    Returns
+    -------
+    dict
+        ``exchange`` = sum E (u_blood - u) V (net vessel supply), ``uptake`` = sum (uptake u +
+        vmax u/(km+u)) V, ``decay`` = sum decay u V, ``secretion`` = sum secretion V, all in
+        [u um^3/min] with V = h^3. At steady state ``exchange + secretion = uptake + decay``.
+    """
+    shape = tuple(tissue.shape)
+    _check_shape("u", u, shape)
+    nz, ny, _ = shape
+    tab = upload_tables(tables) if isinstance(tables, CoefficientTables) else tables
+    part = ti.ndarray(ti.f64, shape=nz * ny * 4)
+    out = ti.ndarray(ti.f64, shape=4)
+    if _is_field(tissue):
+        _balance_fields(u, tissue, cells, integrity, D, tab, float(km), part, out)
+    else:
+        arrs = [np.ascontiguousarray(v) if isinstance(v, np.ndarray) else v for v in (u, tissue, cells, integrity)]
+        _balance_arrays(*arrs, D, tab, float(km), part, out)
+    tot = out.to_numpy() * float(voxel_um) ** 3
+    return {"exchange": float(tot[0]), "uptake": float(tot[1]), "decay": float(tot[2]), "secretion": float(tot[3])}
+
+
+# ---------------------------------------------------------------------------------------------
+# Operator (solver arrays: padded layout, see ``padded_size``)
+# ---------------------------------------------------------------------------------------------
+
+
+def padded_size(shape) -> int:
+    """Length of a padded solver array for grid ``shape``: one zero plane before and after.
+
+    Voxel ``(z, y, x)`` lives at ``nx*ny + (z*ny + y)*nx + x``. Face conductances are 0 on
+    the last plane/row/column in each direction, so with the zero padding every 7-point
+    stencil read is in bounds and boundary faces contribute exactly 0: the stencil loops need
+    no boundary branches (and LLVM vectorises them).
+    """
+    nz, ny, nx = shape
+    return (nz + 2) * ny * nx
+
+
+@ti.func
+def neighbor_sum(v: ti.template(), gz: ti.template(), gy: ti.template(), gx: ti.template(), p, sy, sz):
+    """sum_q g_pq v_q over the 6 face neighbours of p (padded layout; no-flux boundary).
+
+    ``gx[p]`` is the conductance of the face between p and p + x (0 past the last column),
+    likewise gy (stride ``sy`` = nx) and gz (stride ``sz`` = nx ny).
+    """
+    return (
+        gx[p - 1] * v[p - 1]
+        + gx[p] * v[p + 1]
+        + gy[p - sy] * v[p - sy]
+        + gy[p] * v[p + sy]
+        + gz[p - sz] * v[p - sz]
+        + gz[p] * v[p + sz]
+    )
+
+
+@ti.func
+def conductance_sum(gz: ti.template(), gy: ti.template(), gx: ti.template(), p, sy, sz):
+    """Sum of the 6 face conductances of voxel p (padded layout)."""
+    return gx[p - 1] + gx[p] + gy[p - sy] + gy[p] + gz[p - sz] + gz[p]
+
+
+@ti.func
+def _harmonic(d1, d2, inv_h2):
+    g = ti.cast(0.0, ti.f64)
+    if d1 > 0 and d2 > 0:
+        g = 2.0 * d1 * d2 / (d1 + d2) * inv_h2
+    return g
+
+
+@ti.kernel
+def face_conductances(
+    D: ND1, gz: ND1, gy: ND1, gx: ND1, nz: ti.i32, ny: ti.i32, nx: ti.i32, inv_h2: ti.f64, dt: ti.template()
+):
+    """Face conductances g = harmonic mean of D / h^2 [1/min] into padded arrays.
+
+    ``g*[p]`` is the face p -> p + e; the face past the last plane in each direction is 0
+    (no-flux boundary), as is any face touching a voxel with D = 0. Computed in float64 and
+    rounded once to the array dtype. ``D`` is unpadded.
+    """
+    sy = nx
+    sz = nx * ny
+    for z, y in ti.ndrange(nz, ny):
+        for x in range(nx):
+            p = (z * ny + y) * nx + x
+            d = ti.cast(D[p], ti.f64)
+            g0 = ti.cast(0.0, ti.f64)
+            g1 = ti.cast(0.0, ti.f64)
+            g2 = ti.cast(0.0, ti.f64)
+            if x < nx - 1:
+                g0 = _harmonic(d, ti.cast(D[p + 1], ti.f64), inv_h2)
+            if y < ny - 1:
+                g1 = _harmonic(d, ti.cast(D[p + sy], ti.f64), inv_h2)
+            if z < nz - 1:
+                g2 = _harmonic(d, ti.cast(D[p + sz], ti.f64), inv_h2)
+            gx[p + sz] = ti.cast(g0, dt)
+            gy[p + sz] = ti.cast(g1, dt)
+            gz[p + sz] = ti.cast(g2, dt)
+
+
+@ti.kernel
+def residual_jacobian(
+    x64: ND1_F64,
+    uold: ND1,
+    D: ND1,
+    a: ND1,
+    vmax: ND1,
+    s: ND1,
+    gz: ND1,
+    gy: ND1,
+    gx: ND1,
+    km: ti.f64,
+    inv_dt: ti.f64,
+    r: ND1,
+    diag: ND1,
+    inv_diag: ND1,
+    part: ND1_F64,
+    scal: ND1_F64,
+    nz: ti.i32,
+    ny: ti.i32,
+    nx: ti.i32,
+    dt: ti.template(),
+):
+    """Nonlinear residual and Newton diagonal at the float64 iterate ``x64``.
+
+    For active voxels (D > 0), in float64::
+
+        F = sum g (x_q - x_p) - (a + 1/dt) x - vmax x/(km + x) + s + uold/dt
+        diag = sum g + a + 1/dt + vmax km/(km + x)^2          (Jacobian diagonal of -F)
+
+    ``r`` receives F, ``diag`` the diagonal and ``inv_diag`` its inverse (rounded to their
+    dtype); inactive voxels get 0 in all three. ``scal[S_FF] = ||F||^2``, ``scal[S_SS] =
+    ||s + uold/dt||^2`` and ``scal[S_SS + 1] = sum vmax`` (float64, fixed summation order;
+    ``part`` needs 3 nz ny entries). ``inv_dt = 0`` gives the steady problem (``uold`` unread).
+    ``x64, g*, r, diag, inv_diag`` are padded; ``uold, D, a, vmax, s`` are not.
+    """
+    sy = nx
+    sz = nx * ny
+    for z, y in ti.ndrange(nz, ny):
+        ff = ti.cast(0.0, ti.f64)
+        ss = ti.cast(0.0, ti.f64)
+        vs = ti.cast(0.0, ti.f64)
+        for x in range(nx):
+            p = (z * ny + y) * nx + x
+            pp = p + sz
+            f = ti.cast(0.0, ti.f64)
+            dg = ti.cast(0.0, ti.f64)
+            idg = ti.cast(0.0, ti.f64)
+            if D[p] > 0:
+                up = x64[pp]
+                src = ti.cast(s[p], ti.f64)
+                if inv_dt != 0:
+                    src += inv_dt * ti.cast(uold[p], ti.f64)
+                flux = neighbor_sum(x64, gz, gy, gx, pp, sy, sz)
+                gsum = ti.cast(conductance_sum(gz, gy, gx, pp, sy, sz), ti.f64)
+                lin = ti.cast(a[p], ti.f64) + inv_dt
+                vm = ti.cast(vmax[p], ti.f64)
+                den = km + up
+                f = flux - gsum * up - lin * up - vm * up / den + src
+                dg = gsum + lin + vm * km / (den * den)
+                if dg > 0:  # 0 only for an isolated voxel with no sink: left out like D = 0
+                    idg = 1.0 / dg
+                ff += f * f
+                ss += src * src
+                vs += vm
+            r[pp] = ti.cast(f, dt)
+            diag[pp] = ti.cast(dg, dt)
+            inv_diag[pp] = ti.cast(idg, dt)
+        row = z * ny + y
+        part[3 * row] = ff
+        part[3 * row + 1] = ss
+        part[3 * row + 2] = vs
+    finish_sum(part, nz * ny, 3, scal, S_FF)
+
+
+@ti.func
+def finish_sum(part: ti.template(), nrows, ncols: ti.template(), scal: ti.template(), slot: ti.template()):
+    """Serial, fixed-order sum of the per-row partials (deterministic float64 reduction).
+
+    ``part`` holds ``ncols`` interleaved partials per row; column k goes to ``scal[slot+k]``.
+    Must be called at kernel top level, after the parallel loop that filled ``part``.
+    """
+    ti.loop_config(serialize=True)
+    for k in range(ncols):
+        tot = ti.cast(0.0, ti.f64)
+        for row in range(nrows):
+            tot += part[ncols * row + k]
+        scal[slot + k] = tot
+
+
+@ti.kernel
+def apply_operator(
+    v: ND1, out: ND1, diag: ND1, gz: ND1, gy: ND1, gx: ND1,
+    part: ND1_F64, scal: ND1_F64, slot: ti.i32, nz: ti.i32, ny: ti.i32, nx: ti.i32,
+):
+    """``out = J v = diag v - sum g v_q`` (the linearised operator); ``scal[slot] = v . out``.
+
+    Padded arrays. Inactive voxels (diag = 0, all their conductances 0) give 0 with no branch.
+    Arithmetic in the dtype of ``v``; the dot product accumulates in float64.
+    """
+    sy = nx
+    sz = nx * ny
+    for z, y in ti.ndrange(nz, ny):
+        dot = ti.cast(0.0, ti.f64)
+        base = sz + (z * ny + y) * nx
+        for x in range(nx):
+            p = base + x
+            q = diag[p] * v[p] - neighbor_sum(v, gz, gy, gx, p, sy, sz)
+            out[p] = q
+            dot += ti.cast(v[p], ti.f64) * ti.cast(q, ti.f64)
+        part[z * ny + y] = dot
+    finish_sum(part, nz * ny, 1, scal, slot)
