@@ -70,8 +70,8 @@ __all__ = ["SolveInfo", "MultigridSolver", "hierarchy_shapes"]
 ND3 = ti.types.ndarray(ndim=3)
 
 # Scalar register slots (float64 ndarray shared by the kernels; 0 and 1 are transport's).
-S_FF, S_SS, S_VM = 0, 1, 2
-S_RZ, S_RZ_OLD, S_PQ, S_RR = 3, 4, 5, 6
+S_FF, S_SS, S_VM, S_XX = 0, 1, 2, 3
+S_RZ, S_RZ_OLD, S_PQ, S_RR = 4, 5, 6, 7
 N_SCAL = 8
 
 
@@ -623,7 +623,7 @@ class MultigridSolver:
         nc = self.levels[-1].n
         self._L = ti.ndarray(ti.f64, shape=nc * (self._band + 1))
         self._btmp = ti.ndarray(ti.f64, shape=nc)
-        self._part = ti.ndarray(ti.f64, shape=max(3 * self.shape[0] * self.shape[1], 4))
+        self._part = ti.ndarray(ti.f64, shape=max(4 * self.shape[0] * self.shape[1], 4))
         self._scal = ti.ndarray(ti.f64, shape=N_SCAL)
         self._scal.fill(0)
         self._nonlinear = False
@@ -731,16 +731,17 @@ class MultigridSolver:
     def _scalars(self) -> np.ndarray:
         return self._scal.to_numpy()
 
-    def _residual(self, km: float, inv_dt: float) -> tuple[float, float]:
+    def _residual(self, km: float, inv_dt: float, zero_order: bool = False) -> tuple[float, float]:
         """Residual at the iterate into r (and the Newton diagonal); returns (||F||, ||s_eff||)."""
         l0 = self.levels[0]
         uold = self._uold if inv_dt != 0 else self.s
         residual_jacobian(
-            self.x64, uold, self.D, self.a, self.vmax, self.s, l0.gz, l0.gy, l0.gx,
-            float(km), float(inv_dt), self.r, l0.diag, l0.inv_diag, self._part, self._scal, *self.shape, self.dtype,
+            self.x64, uold, self.D, self.a, self.vmax, self.s, l0.gz, l0.gy, l0.gx, float(km), float(inv_dt),
+            int(zero_order), self.r, l0.diag, l0.inv_diag, self._part, self._scal, *self.shape, self.dtype,
         )
         sc = self._scalars()
         self._nonlinear = bool(sc[S_VM] > 0)
+        self._cold = bool(sc[S_XX] == 0)
         return math.sqrt(max(sc[S_FF], 0.0)), math.sqrt(max(sc[S_SS], 0.0))
 
     def _pcg(self, target: float, max_it: int) -> tuple[int, float]:
@@ -833,7 +834,8 @@ class MultigridSolver:
         stalled = 0
         while True:
             rho, scale = self._residual(km, inv_dt)
-            if info.newton_iterations == 0:
+            first = info.newton_iterations == 0
+            if first:
                 info.scale = scale
                 if scale == 0.0:
                     # no source anywhere: u = 0 solves the problem (exactly, for every km)
@@ -862,9 +864,9 @@ class MultigridSolver:
             if info.iterations >= max_iterations:
                 info.message = f"iteration cap ({max_iterations}) reached"
                 break
-            if rho_prev is not None and rho > 0.9 * rho_prev:
+            if rho_prev is not None and rho > 0.95 * rho_prev:
                 stalled += 1
-                if stalled >= 3:
+                if stalled >= 5:
                     info.message = "residual stagnated (floating-point floor or inconsistent problem)"
                     break
             else:
@@ -879,6 +881,12 @@ class MultigridSolver:
                     eta = max(eta, 0.9 * eta_prev**2)
                 eta = min(eta, 0.1)
             eta = max(eta, need) if self._nonlinear else need
+            if first and self._nonlinear and self._cold:
+                # From u = 0 the Michaelis-Menten tangent (slope vmax/km) permits only a tiny
+                # step; linearising it as saturated instead lands near the solution wherever
+                # u >> km (negative values, where u < km, are clamped and Newton takes over).
+                self._residual(km, inv_dt, zero_order=True)
+                eta = 0.1
             self._prepare_coarse()
             its, _ = self._pcg(eta * rho, max_iterations - info.iterations)
             info.iterations += its

@@ -466,6 +466,7 @@ def residual_jacobian(
     gx: ND1,
     km: ti.f64,
     inv_dt: ti.f64,
+    zero_order: ti.i32,
     r: ND1,
     diag: ND1,
     inv_diag: ND1,
@@ -485,8 +486,11 @@ def residual_jacobian(
 
     ``r`` receives F, ``diag`` the diagonal and ``inv_diag`` its inverse (rounded to their
     dtype); inactive voxels get 0 in all three. ``scal[S_FF] = ||F||^2``, ``scal[S_SS] =
-    ||s + uold/dt||^2`` and ``scal[S_SS + 1] = sum vmax`` (float64, fixed summation order;
-    ``part`` needs 3 nz ny entries). ``inv_dt = 0`` gives the steady problem (``uold`` unread).
+    ||s + uold/dt||^2``, ``scal[S_SS + 1] = sum vmax`` and ``scal[S_SS + 2] = ||x||^2``
+    (float64, fixed summation order; ``part`` needs 4 nz ny entries). ``inv_dt = 0`` gives the
+    steady problem (``uold`` unread). ``zero_order = 1`` linearises the Michaelis-Menten term
+    as saturated (``vmax``, slope 0): the solver's first step from a zero field, where the
+    true tangent (slope vmax/km) would allow only a tiny step.
     ``x64, g*, r, diag, inv_diag`` are padded; ``uold, D, a, vmax, s`` are not.
     """
     sy = nx
@@ -495,6 +499,7 @@ def residual_jacobian(
         ff = ti.cast(0.0, ti.f64)
         ss = ti.cast(0.0, ti.f64)
         vs = ti.cast(0.0, ti.f64)
+        xx = ti.cast(0.0, ti.f64)
         for x in range(nx):
             p = (z * ny + y) * nx + x
             pp = p + sz
@@ -511,21 +516,28 @@ def residual_jacobian(
                 lin = ti.cast(a[p], ti.f64) + inv_dt
                 vm = ti.cast(vmax[p], ti.f64)
                 den = km + up
-                f = flux - gsum * up - lin * up - vm * up / den + src
-                dg = gsum + lin + vm * km / (den * den)
+                mm = vm * up / den
+                dmm = vm * km / (den * den)
+                if zero_order != 0:
+                    mm = vm
+                    dmm = 0.0
+                f = flux - gsum * up - lin * up - mm + src
+                dg = gsum + lin + dmm
                 if dg > 0:  # 0 only for an isolated voxel with no sink: left out like D = 0
                     idg = 1.0 / dg
                 ff += f * f
                 ss += src * src
                 vs += vm
+                xx += up * up
             r[pp] = ti.cast(f, dt)
             diag[pp] = ti.cast(dg, dt)
             inv_diag[pp] = ti.cast(idg, dt)
         row = z * ny + y
-        part[3 * row] = ff
-        part[3 * row + 1] = ss
-        part[3 * row + 2] = vs
-    finish_sum(part, nz * ny, 3, scal, S_FF)
+        part[4 * row] = ff
+        part[4 * row + 1] = ss
+        part[4 * row + 2] = vs
+        part[4 * row + 3] = xx
+    finish_sum(part, nz * ny, 4, scal, S_FF)
 
 
 @ti.func

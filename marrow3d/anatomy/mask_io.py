@@ -172,6 +172,35 @@ def load_mask(path_spec: str | os.PathLike) -> np.ndarray:
     return validate_labels(arr, _describe(path, dataset))
 
 
+def load_array(path_spec: str | os.PathLike, what: str = "array") -> np.ndarray:
+    """Read a 3-D numeric array (e.g. a per-voxel diffusivity map) without label checks.
+
+    Same formats as :func:`load_mask`; ``what`` names the config key in error messages.
+
+    Raises
+    ------
+    MaskError
+        Missing or unreadable file, unknown suffix, not 3-D, or not a real numeric dtype.
+    """
+    path, dataset = parse_path_spec(path_spec)
+    suffix = path.suffix.lower()
+    if suffix not in MASK_SUFFIXES:
+        raise MaskError(f"{what}: {str(path)!r} has an unknown file type; use .npy, .tif/.tiff or file.h5:/dataset")
+    if not path.exists():
+        raise MaskError(f"{what}: file {str(path)!r} does not exist")
+    if suffix == ".npy":
+        arr = _read_npy(path)
+    elif suffix in (".tif", ".tiff"):
+        arr = _read_tiff(path)
+    else:
+        arr = _read_h5(path, dataset)
+    if arr.ndim != 3:
+        raise MaskError(f"{what}: {_describe(path, dataset)} has shape {arr.shape}; a 3-D (z, y, x) array is needed")
+    if not (np.issubdtype(arr.dtype, np.integer) or np.issubdtype(arr.dtype, np.floating)):
+        raise MaskError(f"{what}: {_describe(path, dataset)} has dtype {arr.dtype}; a real numeric dtype is needed")
+    return arr
+
+
 def mask_shape(path_spec: str | os.PathLike) -> tuple[int, ...]:
     """The array shape of a mask file, read from its header only (no voxel data).
 

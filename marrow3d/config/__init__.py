@@ -25,6 +25,7 @@ from .cells import CellsConfig
 from .loader import apply_overrides, default_config_text, read_toml, to_toml, validate_dict
 from .output import OutputConfig
 from .run import RunConfig
+from .stages import StagesConfig
 from .therapy import TherapyConfig
 from .transport import TransportConfig
 from .vessels import VesselsConfig
@@ -48,6 +49,7 @@ class SimulationConfig(Section):
     cells: CellsConfig = Field(default_factory=CellsConfig, description="Cell dynamics.")
     vessels: VesselsConfig = Field(default_factory=VesselsConfig, description="Vessel remodeling.")
     therapy: TherapyConfig = Field(default_factory=TherapyConfig, description="Dosing schedule.")
+    stages: StagesConfig = Field(default_factory=StagesConfig, description="Disease-stage thresholds.")
     output: OutputConfig = Field(default_factory=OutputConfig, description="What is written, when.")
 
     @model_validator(mode="after")
