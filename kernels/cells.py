@@ -23,8 +23,9 @@ Moves and divisions write a neighbour voxel, so two cells could target one voxel
 settled by a deterministic priority: each source writes ``atomic_max(claim[target], key)``
 where ``key`` = random high bits (Philox) | the source's direction code (low 3 bits), then a
 second kernel lets only the source whose code is in ``claim[target]`` act. Atomic max is
-order-independent, so the winner, and the whole state, is the same for every thread count and
-backend; no cell is lost or duplicated. A mother whose own voxel is claimed (it is being
+order-independent, so the winner, and the whole state, is the same for every thread count
+(across backends the integer logic is the same, but a rate computed with a last-bit different
+``exp`` could flip a draw); no cell is lost or duplicated. A mother whose own voxel is claimed (it is being
 displaced) cancels its division, so no voxel is ever written by two threads.
 
 Invariants: cells live only in ``MARROW`` voxels; only stem cells (HSC, LSC) occupy niche
@@ -150,6 +151,8 @@ class CellLattice:
         1 where a niche slot currently works (set by :meth:`update_niches`).
     step_index : int
         Number of steps taken (Philox counter word 1); part of the checkpoint.
+    key : (int, int)
+        Philox key words (the seed split by :func:`~.philox.split_seed`).
 
     Notes
     -----
@@ -195,7 +198,7 @@ class CellLattice:
 
     def set_seed(self, seed: int) -> None:
         """Change the run seed (Philox key); the compiled kernels are reused."""
-        self._key = split_seed(seed)
+        self.key = split_seed(seed)
         self.seed = int(seed)
 
     def set_params(self, params: Mapping[str, object]) -> None:
@@ -274,7 +277,7 @@ class CellLattice:
         """
         if dt_hours <= 0.0 or release_multiplier < 0.0:
             raise ValueError("dt_hours must be > 0 and release_multiplier >= 0")
-        k0, k1 = self._key
+        k0, k1 = self.key
         s = self.step_index & 0xFFFFFFFF
         self.update_niches(tissue, niche, integrity, integrity_floor)
         has_ara, has_dnr = int(cytarabine is not None), int(daunorubicin is not None)
@@ -320,7 +323,8 @@ class CellLattice:
         )
 
     @ti.func
-    def _linear(self, I):
+    def linear_index(self, I):
+        """C-order linear index of voxel ``I`` (Philox counter word 0)."""
         return (I[0] * ti.static(self.shape[1]) + I[1]) * ti.static(self.shape[2]) + I[2]
 
     @ti.func
@@ -464,7 +468,7 @@ class CellLattice:
                 if p_o2 < self.sparams[ti.static(SP["severe_hypoxia_threshold_mmHg"])]:
                     r_hyp = self.tparams[ti.static(TP["severe_hypoxia_death_rate_per_hour"]), c]
                 r_tot = self.tparams[ti.static(TP["death_rate_per_hour"]), c] + r_hyp + r_drug
-                u = uniform4(k0, k1, self._linear(I), step_no, _P_EVENTS, 0)
+                u = uniform4(k0, k1, self.linear_index(I), step_no, _P_EVENTS, 0)
                 p_die = event_probability(r_tot, dt)
                 if u[0] < p_die:
                     # One uniform decides death and its cause: [0, p*r_drug/r) is drug,
@@ -519,7 +523,7 @@ class CellLattice:
                 lodged = (ti.cast(self.flags[I], ti.i32) & LODGED) != 0
                 p_o2 = ti.cast(oxygen[I], ti.f32)
                 r = self._rdiv(c, self._hif(p_o2), lodged, self.generation[I])
-                idx = self._linear(I)
+                idx = self.linear_index(I)
                 w = philox_counter(k0, k1, idx, step_no, _P_DIVISION, 0)
                 if r > 0.0 and uniform_from_u32(w[0]) < event_probability(r, dt):
                     # Neighbour classes (bit d = direction d).
@@ -629,7 +633,7 @@ class CellLattice:
             elif c == BLAST:
                 r = self.sparams[ti.static(SP["blast_walk_rate_per_hour"])]
             if r > 0.0:
-                idx = self._linear(I)
+                idx = self.linear_index(I)
                 w = philox_counter(k0, k1, idx, step_no, _P_WALK, 0)
                 if uniform_from_u32(w[0]) < event_probability(r, dt):
                     on_niche = niche[I] != NICHE_NONE

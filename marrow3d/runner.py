@@ -168,3 +168,183 @@ def config_of_checkpoint(meta: dict, source: str) -> SimulationConfig:
     if not text:
         raise ConfigError(f"{source} holds no config_toml")
     return config_from_toml_text(text, f"config stored in {source}")
+
+
+#: Config keys (dotted prefixes) that ``marrow3d branch`` may change. Everything else
+#: (domain, anatomy, seed, cell step, precision, oxygen and signal transport) defines the
+#: shared history and must stay as it was.
+BRANCHABLE_PREFIXES = (
+    "therapy",
+    "run.days",
+    "run.backend",
+    "run.threads",
+    "output",
+    "cells",
+    "vessels",
+    "transport.drugs",
+    "transport.solver",
+    "stages",
+)
+
+
+def _flatten(d: dict, prefix: str = "") -> dict[str, object]:
+    out: dict[str, object] = {}
+    for k, v in d.items():
+        key = f"{prefix}.{k}" if prefix else k
+        if isinstance(v, dict):
+            out.update(_flatten(v, key))
+        else:
+            out[key] = v
+    return out
+
+
+def changed_keys(old: SimulationConfig, new: SimulationConfig) -> list[str]:
+    """Dotted keys whose values differ between two configs."""
+    a = _flatten(old.model_dump(mode="json"))
+    b = _flatten(new.model_dump(mode="json"))
+    return sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
+
+
+def _anatomy_from_state(state: dict, cfg: SimulationConfig):
+    import numpy as np
+
+    from .anatomy import Anatomy
+
+    anat = state["model"]["anatomy"]
+    return Anatomy(
+        tissue=np.asarray(anat["tissue"], dtype=np.uint8),
+        niche=np.asarray(anat["niche"], dtype=np.uint8),
+        integrity=np.asarray(state["model"]["vessel_integrity"], dtype=np.float32),
+        voxel_um=float(anat["voxel_um"]),
+        origin_um=tuple(np.asarray(anat["origin_um"], dtype=np.float64)),
+        kind=cfg.domain.kind,
+        seed=cfg.run.seed,
+        source="checkpoint",
+    )
+
+
+def _model_from_checkpoint(cfg: SimulationConfig, state: dict, out_dir: Path):
+    from .model import MarrowModel
+
+    anatomy = _anatomy_from_state(state, cfg)
+    dmap = _load_diffusivity_map(cfg, anatomy.shape)
+    return MarrowModel(cfg, anatomy, diagnostics_dir=out_dir, diffusivity_map=dmap)
+
+
+def resume_run(run_dir: Path, days: float | None = None, *, backend: str | None = None,
+               threads: int | None = None, progress: bool = True) -> RunResult:
+    """Continue the run in ``run_dir`` from its newest checkpoint.
+
+    Parameters
+    ----------
+    run_dir : Path
+        A run directory holding ``checkpoint.h5``.
+    days : float, optional
+        New total simulated time in days (default: the stored ``run.days``).
+
+    Notes
+    -----
+    The continuation is bit-identical to a direct run on the same backend: the checkpoint
+    holds every field (the solver's warm start), the cell lattice, the Philox step counter,
+    the schedules' next actuation times and the accumulated time series; ``run.h5`` is cut
+    back to the checkpoint's step before new rows are written.
+    """
+    from .output.checkpointer import load_checkpoint
+
+    run_dir = Path(run_dir)
+    meta, state = load_checkpoint(run_dir)
+    cfg = config_of_checkpoint(meta, str(run_dir / "checkpoint.h5"))
+    updates = {}
+    if days is not None:
+        updates["days"] = float(days)
+    if backend is not None:
+        updates["backend"] = backend
+    if threads is not None:
+        updates["threads"] = threads
+    if updates:
+        cfg = _with_overrides(cfg, [f"run.{k}={_lit(v)}" for k, v in updates.items()])
+    info = ensure_backend(cfg)
+    model = _model_from_checkpoint(cfg, state, run_dir)
+    sim = build_simulation(model, cfg, run_dir, info.name, resume=True, progress=progress)
+    sim.restore_prognostic_state(state)
+    if model.clock.time_h >= cfg.run.days * 24.0 - 1e-9:
+        log.warning("the checkpoint is already at day %.2f >= run.days = %.2f: nothing to do; pass --days",
+                    model.clock.time_h / 24, cfg.run.days)
+    status = sim.run()
+    return RunResult(run_dir, status)
+
+
+def branch_run(src_dir: Path, new_dir: Path, overrides: list[str], *, progress: bool = True) -> RunResult:
+    """Start a new run in ``new_dir`` from the newest checkpoint of ``src_dir``, with changes.
+
+    Only keys under :data:`BRANCHABLE_PREFIXES` may change; dosing events must not start
+    before the branch point (they would rewrite plasma history).
+
+    Raises
+    ------
+    ConfigError
+        A change outside the branchable set, or a dose before the branch time.
+    """
+    from .output.checkpointer import load_checkpoint
+
+    src_dir, new_dir = Path(src_dir), Path(new_dir)
+    meta, state = load_checkpoint(src_dir)
+    old = config_of_checkpoint(meta, str(src_dir / "checkpoint.h5"))
+    cfg = _with_overrides(old, overrides)
+    changed = changed_keys(old, cfg)
+    bad = [k for k in changed if not any(k == p or k.startswith(p + ".") for p in BRANCHABLE_PREFIXES)]
+    if bad:
+        raise ConfigError(
+            f"branch may not change {', '.join(bad)}: they define the shared history "
+            f"(branchable: {', '.join(BRANCHABLE_PREFIXES)})"
+        )
+    t_branch_h = float(state["model"]["clock"]["iteration"]) * float(state["model"]["clock"]["dt_h"])
+    _check_future_doses(old, cfg, t_branch_h)
+    info = ensure_backend(cfg)
+    _prepare_new_dir(new_dir)
+    (new_dir / "config.toml").write_text(cfg.to_toml(), encoding="utf-8")
+    model = _model_from_checkpoint(cfg, state, new_dir)
+    model.restore_prognostic_state(state["model"])
+    sim = build_simulation(model, cfg, new_dir, info.name, progress=progress)
+    sim.output_writers["run"].meta["branched_from"] = str(src_dir.resolve())
+    sim.output_writers["run"].meta["branch_time_h"] = t_branch_h
+    status = sim.run()
+    return RunResult(new_dir, status)
+
+
+def _event_start_h(event) -> float:
+    for attr in ("start_day", "day"):
+        v = getattr(event, attr, None)
+        if v is not None:
+            return float(v) * 24.0
+    days = getattr(event, "days", None)
+    return min(days) * 24.0 if days else 0.0
+
+
+def _check_future_doses(old: SimulationConfig, new: SimulationConfig, t_branch_h: float) -> None:
+    old_events = [e.model_dump(mode="json") for e in old.therapy.events]
+    for i, e in enumerate(new.therapy.events):
+        if e.model_dump(mode="json") in old_events:
+            continue
+        start = _event_start_h(e)
+        if start < t_branch_h - 1e-9:
+            raise ConfigError(
+                f"therapy.events[{i}] starts at day {start / 24:g}, before the branch point "
+                f"(day {t_branch_h / 24:g}); a branch can only add doses from the branch point on"
+            )
+
+
+def _lit(value) -> str:
+    if isinstance(value, str):
+        return '"' + value + '"'
+    return repr(value)
+
+
+def _with_overrides(cfg: SimulationConfig, overrides: list[str]) -> SimulationConfig:
+    from .config import SimulationConfig as _SC
+    from .config.loader import apply_overrides, validate_dict
+
+    if not overrides:
+        return cfg
+    data = apply_overrides(cfg.model_dump(mode="json", exclude_none=True), overrides)
+    return validate_dict(_SC, data, "config (with overrides)")  # type: ignore[return-value]

@@ -58,6 +58,52 @@ def run(
 
 @app.command()
 @cli_errors
+def resume(
+    run_dir: Path = typer.Argument(..., help="Run directory holding checkpoint.h5."),
+    days: Optional[float] = typer.Option(None, "--days", "-d", help="New total simulated days (default: run.days)."),
+    backend: Optional[str] = BackendOpt,
+    threads: Optional[int] = ThreadsOpt,
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="Debug logging."),
+) -> None:
+    """Continue a run from its newest checkpoint (bit-identical to a direct run).
+
+    Example: [bold]marrow3d resume runs/tiny --days 4[/]
+    """
+    from ..runner import resume_run
+
+    setup_logging(verbose)
+    result = resume_run(run_dir, days, backend=backend, threads=threads)
+    console.print(f"[green]done[/]: {result}")
+
+
+@app.command()
+@cli_errors
+def branch(
+    run_dir: Path = typer.Argument(..., help="Run directory to branch from (its newest checkpoint)."),
+    new_dir: Path = typer.Argument(..., help="New run directory."),
+    set_: Optional[List[str]] = SetOpt,
+    days: Optional[float] = typer.Option(None, "--days", "-d", help="Total simulated days of the branch."),
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="Debug logging."),
+) -> None:
+    """Start a treatment arm from a checkpoint with changed therapy or parameters.
+
+    Only therapy, run.days/backend/threads, output, cells, vessels, transport.drugs,
+    transport.solver and stages may change; doses must not start before the branch point.
+
+    Example: [bold]marrow3d branch runs/base runs/arm73 --days 28 --set 'therapy.events=[{agent="cytarabine",kind="infusion",start_day=14,duration_days=7,dose_mg_per_m2_per_day=100}]'[/]
+    """
+    from ..runner import branch_run
+
+    setup_logging(verbose)
+    overrides = list(set_ or [])
+    if days is not None:
+        overrides.append(f"run.days={days!r}")
+    result = branch_run(run_dir, new_dir, overrides)
+    console.print(f"[green]done[/]: {result}")
+
+
+@app.command()
+@cli_errors
 def info(
     path: Optional[Path] = typer.Argument(None, help="A run directory or HDF5 file to summarise."),
 ) -> None:
