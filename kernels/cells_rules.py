@@ -128,7 +128,7 @@ def event_probability_np(rate_per_hour, dt_hours):
 def emax_np(c_uM, ec50_uM):
     """numpy twin of :func:`emax`."""
     c = np.maximum(np.asarray(c_uM, dtype=np.float64), 0.0)
-    return np.where(c > 0.0, c / (ec50_uM + c + (c <= 0.0)), 0.0)
+    return np.divide(c, ec50_uM + c, out=np.zeros_like(c), where=c > 0.0)
 
 
 def division_rate_np(base_per_hour, sensitivity, h, lodged=False, lodged_multiplier=1.0):
