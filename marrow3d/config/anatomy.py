@@ -72,7 +72,7 @@ class DomainConfig(Section):
         n = self.shape_voxels[0] * self.shape_voxels[1] * self.shape_voxels[2]
         if n > MAX_VOXELS:
             raise ValueError(
-                f"shape_voxels {tuple(self.shape_voxels)} has {n} voxels; one field holds at most "
+                f"domain.shape_voxels = {list(self.shape_voxels)} has {n} voxels; one field holds at most "
                 f"{MAX_VOXELS} (int32 indexing)"
             )
         return self
