@@ -515,9 +515,9 @@ def residual_jacobian(
                 gsum = ti.cast(conductance_sum(gz, gy, gx, pp, sy, sz), ti.f64)
                 lin = ti.cast(a[p], ti.f64) + inv_dt
                 vm = ti.cast(vmax[p], ti.f64)
-                den = km + up
-                mm = vm * up / den
-                dmm = vm * km / (den * den)
+                inv_den = 1.0 / (km + up)  # one division serves the rate and its slope
+                mm = vm * up * inv_den
+                dmm = vm * km * inv_den * inv_den
                 if zero_order != 0:
                     mm = vm
                     dmm = 0.0
