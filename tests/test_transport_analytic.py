@@ -194,7 +194,8 @@ def test_steady_mass_balance(taichi_backend):
         integrity_floor=0.1,
     )
     solver = MultigridSolver(shape, 10.0, dtype=ti.f64)
-    for tables, km, in_key, out_keys in ((oxygen, 1.0, "exchange", ("uptake", "decay")), (signal, 1.0, "secretion", ("decay",))):
+    cases = ((oxygen, 1.0, "exchange", ("uptake", "decay")), (signal, 1.0, "secretion", ("decay",)))
+    for tables, km, in_key, out_keys in cases:
         T.assemble_coefficients(tissue, cells, integ, tables, solver.D, solver.a, solver.vmax, solver.s)
         u = np.zeros(shape)
         info = solver.solve(u, km, tol=1e-10)

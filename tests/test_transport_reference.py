@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from marrow3d.kernels import transport_reference as R
-from marrow3d.kernels.codes import BONE, CENTRAL_SINUS, MARROW, OUTSIDE, SINUSOID, ARTERIOLE
+from marrow3d.kernels.codes import ARTERIOLE, BONE, CENTRAL_SINUS, MARROW, SINUSOID
 
 H_UM = 10.0
 KM = 1.0
