@@ -273,7 +273,8 @@ class CellLattice:
             Vessel integrity below which a niche slot stops working
             (``VesselsConfig.integrity_floor``).
         release_multiplier : float
-            Multiplier of the niche release rate (CXCR4 antagonist, e.g. plerixafor; 1 = none).
+            Multiplier of the niche release rate and of blast egress to blood (CXCR4
+            antagonist, e.g. plerixafor; 1 = none).
         """
         if dt_hours <= 0.0 or release_multiplier < 0.0:
             raise ValueError("dt_hours must be > 0 and release_multiplier >= 0")
@@ -493,7 +494,9 @@ class CellLattice:
                 elif c == BLAST:
                     if self._next_to_sinusoid(tissue, I):
                         r_eg = self.sparams[ti.static(SP["blast_egress_rate_per_hour"])]
-                        if u[1] < event_probability(r_eg, dt):
+                        # CXCR4 antagonists mobilise blasts too (Nervi 2009: x9 circulating
+                        # blasts 3 h after AMD3100), so the same multiplier applies.
+                        if u[1] < event_probability(r_eg * release_multiplier, dt):
                             self._count(ti.static(COUNTER_ROW["exited"]), c)
                             self._clear_voxel(I)
                 elif lodged:

@@ -49,7 +49,13 @@ def oxygen_vmax_mmHg_per_min(q_amol_per_s: float, voxel_um: float, solubility_uM
 
 
 def oxygen_tables(o2: OxygenConfig, voxel_um: float, leak: np.ndarray, floor: float) -> CoefficientTables:
-    """Coefficient tables of the oxygen field (mmHg, Michaelis-Menten consumption)."""
+    """Coefficient tables of the oxygen field (mmHg, Michaelis-Menten consumption).
+
+    O2 crosses vessel walls freely, so its exchange is perfusion-limited: a leaky vessel does
+    not deliver more oxygen. The permeability gain (``leak``) is therefore not applied to O2
+    (``E = E0 I``); it applies to drugs and the signal.
+    """
+    leak = np.zeros_like(leak)
     q = np.array(o2.consumption_amol_per_cell_s.as_table())
     vmax = np.array([oxygen_vmax_mmHg_per_min(v, voxel_um, o2.solubility_uM_per_mmHg) for v in q])
     decay = np.zeros(codes.N_TISSUE)
