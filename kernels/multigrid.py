@@ -48,17 +48,21 @@ are available):
   singular block (an isolated pocket with no sink at all) are regularised, which keeps the
   preconditioner SPD.
 
-Known limitation: a marrow pocket sealed off by bone shares coarse cells with unconnected
-marrow, so the coarse grid cannot correct its own near-constant mode; with a weak sink each
-such pocket costs CG about one extra iteration (the project's generated anatomies have a
-single connected marrow space; imported masks may not).
+Sealed pockets: marrow sealed off by bone (common in segmented masks) shares coarse cells
+with marrow it is not connected to, so the hierarchy cannot correct its smooth modes; with a
+weak sink each pocket then costs CG about one iteration (21 instead of 8 at 256^3 on a
+noise-trabecula test domain). The active set is labelled on the host (scipy, only when a
+fingerprint of ``D > 0`` changes); components of at most ``pocket_max`` voxels other than the
+largest are masked out of the cycle and solved by a two-level cycle of their own
+(``POCKET_SWEEPS`` Gauss-Seidel sweeps, exact constant-mode correction, sweeps in reverse).
+J is block diagonal across components, so the preconditioner stays symmetric.
 
 All reductions accumulate in float64, per row then in a fixed order: results are bitwise
 reproducible for a given grid, backend and thread count.
 
-Measured (2-core CPU, float32, O2-like field, tol 1e-6; ``python -m benchmarks.transport``):
-CG iterations 5-8 from 32^3 to 256^3 on generated anatomy; 128^3 cold solve about 0.7 s and
-warm re-solve about 0.4 s on an idle machine.
+Measured (2-core CPU, float32, tol 1e-6; ``python -m benchmarks.transport``): CG iterations
+5-8 for O2 and 6-8 for a linear drug field from 32^3 to 256^3; 128^3 cold O2 solve about
+0.7 s and warm re-solve about 0.4 s on an idle machine.
 """
 
 # No `from __future__ import annotations`: Taichi reads kernel annotations as objects.
@@ -88,7 +92,13 @@ ND3 = ti.types.ndarray(ndim=3)
 # Scalar register slots (float64 ndarray shared by the kernels; 0 and 1 are transport's).
 S_FF, S_SS, S_VM, S_XX = 0, 1, 2, 3
 S_RZ, S_RZ_OLD, S_PQ, S_RR = 4, 5, 6, 7
-N_SCAL = 8
+S_FP = 8  # fingerprint of the active set (see transport.face_conductances)
+N_SCAL = 10
+
+#: Gauss-Seidel sweeps on each side of a pocket's constant-mode correction. Pockets hold few
+#: voxels, so this is cheap; 8 reaches the iteration count of the same domain without
+#: pockets for pockets of 5^3 voxels (2 sweeps leave about 4 extra CG iterations).
+POCKET_SWEEPS = 8
 
 
 @dataclass
@@ -205,7 +215,7 @@ def _prolong(
 
 @ti.kernel
 def _residual_restrict(
-    b: ND1, diag: ND1, gz: ND1, gy: ND1, gx: ND1, e: ND1, bc: ND1, color: ti.i32,
+    b: ND1, diag: ND1, inv_diag: ND1, gz: ND1, gy: ND1, gx: ND1, e: ND1, bc: ND1, color: ti.i32,
     nz: ti.i32, ny: ti.i32, nx: ti.i32, cnz: ti.i32, cny: ti.i32, cnx: ti.i32,
     fz: ti.i32, fy: ti.i32, shx: ti.i32,
 ):
@@ -233,6 +243,8 @@ def _residual_restrict(
                         x = x0 + 2 * h
                         p = base + x
                         res = b[p] + neighbor_sum(e, gz, gy, gx, p, sy, sz) - diag[p] * e[p]
+                        # cells outside the cycle (inactive, or in a sealed pocket) carry none
+                        res = ti.select(inv_diag[p] > 0, res, 0.0)
                         c = cbase + (x >> shx)
                         bc[c] = bc[c] + res  # plain load/store: this thread owns the row
 
@@ -290,7 +302,7 @@ def _coarsen_conductances(
 
 @ti.kernel
 def _coarsen_diag(
-    diag: ND1, gz: ND1, gy: ND1, gx: ND1, diagc: ND1, inv_diagc: ND1, gzc: ND1, gyc: ND1, gxc: ND1,
+    diag: ND1, inv_diag: ND1, gz: ND1, gy: ND1, gx: ND1, diagc: ND1, inv_diagc: ND1, gzc: ND1, gyc: ND1, gxc: ND1,
     nz: ti.i32, ny: ti.i32, nx: ti.i32, cnz: ti.i32, cny: ti.i32, cnx: ti.i32,
     fz: ti.i32, fy: ti.i32, fx: ti.i32, dt: ti.template(),
 ):
@@ -310,7 +322,7 @@ def _coarsen_diag(
                         x = cx * fx + kx
                         if z < nz and y < ny and x < nx:
                             p = sz + (z * ny + y) * nx + x
-                            if diag[p] > 0:
+                            if inv_diag[p] > 0:  # cells in the cycle only (not pockets)
                                 sink += ti.cast(diag[p] - conductance_sum(gz, gy, gx, p, sy, sz), ti.f64)
             gsum = ti.cast(conductance_sum(gzc, gyc, gxc, cp, cnx, csz), ti.f64)
             d = ti.cast(0.0, ti.f64)
@@ -404,6 +416,65 @@ def _band_solve(
         if diag[p] > 0:
             v = tmp[z * kz + y * ky + x * kx]
         e[p] = ti.cast(v, dt)
+
+
+@ti.kernel
+def _mask_pockets(inv_diag: ND1, idx: ND1, nidx: ti.i32):
+    """Take pocket voxels out of the multigrid cycle (inv_diag = 0: never smoothed/restricted)."""
+    for j in range(nidx):
+        inv_diag[idx[j]] = 0.0
+
+
+@ti.func
+def _pocket_gs(r: ti.template(), z_: ti.template(), diag: ti.template(), gz: ti.template(), gy: ti.template(),
+               gx: ti.template(), idx: ti.template(), lo, hi, reverse, sy, sz):
+    """One Gauss-Seidel sweep over a pocket's voxels, in list order or reversed."""
+    for jj in range(lo, hi):
+        j = jj
+        if reverse != 0:
+            j = hi - 1 - (jj - lo)
+        i = idx[j]
+        d = diag[i]
+        # d = 0: a lone voxel with no sink at all (singular); leave it at 0 like inactive ones
+        z_[i] = ti.select(d > 0, (r[i] + neighbor_sum(z_, gz, gy, gx, i, sy, sz)) / ti.max(d, 1e-30), 0.0)
+
+
+@ti.kernel
+def _pocket_solve(
+    r: ND1, z_: ND1, diag: ND1, gz: ND1, gy: ND1, gx: ND1, idx: ND1, off: ND1, npk: ti.i32,
+    sweeps: ti.i32, nz: ti.i32, ny: ti.i32, nx: ti.i32, dt: ti.template(),
+):
+    """z = M_k^{-1} r on every sealed pocket k: a symmetric two-level cycle of its own.
+
+    ``sweeps`` forward Gauss-Seidel sweeps, the exact correction of the pocket's constant mode
+    (``1 . J 1`` is the pocket's total sink: diffusion inside a sealed component has zero row
+    sums), then as many backward sweeps: the adjoint order, so the cycle is symmetric. A
+    pocket shares coarse cells with marrow it is not connected to, so the main multigrid
+    cycle cannot resolve its smooth modes; pockets are therefore masked out of it. One thread
+    per pocket, voxels in a fixed order: deterministic.
+    """
+    sy = nx
+    sz = nx * ny
+    for k in range(npk):
+        lo = off[k]
+        hi = off[k + 1]
+        for j in range(lo, hi):
+            z_[idx[j]] = 0.0
+        for _ in range(sweeps):
+            _pocket_gs(r, z_, diag, gz, gy, gx, idx, lo, hi, 0, sy, sz)
+        num = ti.cast(0.0, ti.f64)
+        den = ti.cast(0.0, ti.f64)
+        for j in range(lo, hi):
+            i = idx[j]
+            jz = diag[i] * z_[i] - neighbor_sum(z_, gz, gy, gx, i, sy, sz)
+            num += ti.cast(r[i] - jz, ti.f64)
+            den += ti.cast(diag[i] - conductance_sum(gz, gy, gx, i, sy, sz), ti.f64)
+        if den > 0:  # a pocket without any sink is singular: no constant correction
+            c = ti.cast(num / den, dt)
+            for j in range(lo, hi):
+                z_[idx[j]] += c
+        for _ in range(sweeps):
+            _pocket_gs(r, z_, diag, gz, gy, gx, idx, lo, hi, 1, sy, sz)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -580,6 +651,11 @@ class MultigridSolver:
     cycle : {"F", "V", "W"}
         Multigrid cycle used as the CG preconditioner (default "F": the V-cycle's cost with
         the W-cycle's level-independence on these problems).
+    pocket_max : int
+        Active components (marrow sealed off by bone) of at most this many voxels, other than
+        the largest, are solved on their own (two-level cycle per pocket) instead of by the
+        grid hierarchy, which cannot represent them. Larger sealed regions own most of their
+        coarse cells and stay in the hierarchy.
 
     Attributes
     ----------
@@ -599,7 +675,7 @@ class MultigridSolver:
 
     def __init__(
         self, shape, voxel_um: float, dtype=ti.f32, *,
-        coarse_max: int = 512, smoothing_sweeps: int = 2, cycle: str = "F",
+        coarse_max: int = 512, smoothing_sweeps: int = 2, cycle: str = "F", pocket_max: int = 1000,
     ):
         if len(shape) != 3 or min(shape) < 1:
             raise ValueError(f"shape must be 3 positive sizes, got {shape}")
@@ -648,6 +724,11 @@ class MultigridSolver:
         self._scal = ti.ndarray(ti.f64, shape=N_SCAL)
         self._scal.fill(0)
         self._nonlinear = False
+        self._cold = False
+        self._active_fingerprint = None  # forces the pocket search on the first solve
+        self.pocket_max = int(pocket_max)
+        self._n_pockets = 0
+        self._pocket_idx = self._pocket_off = None
 
     def __repr__(self) -> str:
         lv = " -> ".join("x".join(map(str, lev.shape)) for lev in self.levels)
@@ -693,15 +774,58 @@ class MultigridSolver:
         """Conductances of every level from D (once per solve: D may change between solves)."""
         nz, ny, nx = self.shape
         l0 = self.levels[0]
-        face_conductances(self.D, l0.gz, l0.gy, l0.gx, nz, ny, nx, 1.0 / self.voxel_um**2, self.dtype)
+        face_conductances(
+            self.D, l0.gz, l0.gy, l0.gx, self._part, self._scal, S_FP, nz, ny, nx, 1.0 / self.voxel_um**2, self.dtype
+        )
         for f, c in zip(self.levels[:-1], self.levels[1:]):
             _coarsen_conductances(f.gz, f.gy, f.gx, c.gz, c.gy, c.gx, *f.shape, *c.shape, *f.factor, self.dtype)
+        fingerprint = float(self._scalars()[S_FP])
+        if fingerprint != self._active_fingerprint:
+            self._find_pockets()
+            self._active_fingerprint = fingerprint
+
+    def _find_pockets(self) -> None:
+        """Index the sealed pockets: active components other than the largest, of at most
+        ``pocket_max`` voxels, each solved by :func:`_pocket_solve` instead of the cycle.
+
+        Host-side labelling (scipy, 6-connected), redone only when the active set changes.
+        Voxel indices are grouped by pocket in increasing order, so the pocket sums are taken
+        in a fixed order (deterministic).
+        """
+        from scipy import ndimage
+
+        active = self.D.to_numpy().reshape(self.shape) > 0
+        labels, count = ndimage.label(active)
+        self._n_pockets = 0
+        if count <= 1:
+            return
+        flat = labels.ravel()
+        sizes = np.bincount(flat)
+        sizes[0] = 0
+        main = int(np.argmax(sizes))
+        small = sizes <= self.pocket_max
+        small[0] = small[main] = False
+        vox = np.nonzero(small[flat])[0]
+        if vox.size == 0:
+            return
+        lab = flat[vox]
+        order = np.argsort(lab, kind="stable")
+        vox, lab = vox[order], lab[order]
+        _, starts = np.unique(lab, return_index=True)
+        offsets = np.append(starts, vox.size).astype(np.int32)
+        self._pocket_idx = ti.ndarray(ti.i32, shape=vox.size)
+        self._pocket_idx.from_numpy((vox + self._pad).astype(np.int32))
+        self._pocket_off = ti.ndarray(ti.i32, shape=offsets.size)
+        self._pocket_off.from_numpy(offsets)
+        self._n_pockets = int(offsets.size - 1)
 
     def _prepare_coarse(self) -> None:
         """Coarse diagonals from the current finest Newton diagonal; refactor the coarsest."""
+        if self._n_pockets:
+            _mask_pockets(self.levels[0].inv_diag, self._pocket_idx, int(self._pocket_idx.shape[0]))
         for f, c in zip(self.levels[:-1], self.levels[1:]):
             _coarsen_diag(
-                f.diag, f.gz, f.gy, f.gx, c.diag, c.inv_diag, c.gz, c.gy, c.gx,
+                f.diag, f.inv_diag, f.gz, f.gy, f.gx, c.diag, c.inv_diag, c.gz, c.gy, c.gx,
                 *f.shape, *c.shape, *f.factor, self.dtype,
             )
         lc = self.levels[-1]
@@ -734,7 +858,7 @@ class MultigridSolver:
         nxt = self.levels[level + 1]
         fz, fy, fx = lev.factor
         # black residuals are 0 after the black half-sweep: restrict the red ones only
-        _residual_restrict(lev.b, lev.diag, *g, lev.e, nxt.b, 0, *lev.shape, *nxt.shape, fz, fy, fx - 1)
+        _residual_restrict(lev.b, lev.diag, lev.inv_diag, *g, lev.e, nxt.b, 0, *lev.shape, *nxt.shape, fz, fy, fx - 1)
         if kind == "V":
             self._cycle(level + 1, "V", True)
         elif kind == "W":
@@ -777,6 +901,11 @@ class MultigridSolver:
         it = 0
         while it < max_it:
             self._cycle(0, self.cycle, True)
+            if self._n_pockets:
+                _pocket_solve(
+                    self.r, self.z, l0.diag, l0.gz, l0.gy, l0.gx, self._pocket_idx, self._pocket_off,
+                    self._n_pockets, POCKET_SWEEPS, *shp, self.dtype,
+                )
             _dot_rz(self.r, self.z, self._part, self._scal, *shp)
             _cg_direction(self.z, self.p, self._scal, 1 if it == 0 else 0, lo, hi, self.dtype)
             apply_operator(self.p, self.q, l0.diag, l0.gz, l0.gy, l0.gx, self._part, self._scal, S_PQ, *shp)

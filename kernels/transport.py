@@ -425,20 +425,29 @@ def _harmonic(d1, d2, inv_h2):
 
 @ti.kernel
 def face_conductances(
-    D: ND1, gz: ND1, gy: ND1, gx: ND1, nz: ti.i32, ny: ti.i32, nx: ti.i32, inv_h2: ti.f64, dt: ti.template()
+    D: ND1, gz: ND1, gy: ND1, gx: ND1, part: ND1_F64, scal: ND1_F64, slot: ti.i32,
+    nz: ti.i32, ny: ti.i32, nx: ti.i32, inv_h2: ti.f64, dt: ti.template(),
 ):
     """Face conductances g = harmonic mean of D / h^2 [1/min] into padded arrays.
 
     ``g*[p]`` is the face p -> p + e; the face past the last plane in each direction is 0
     (no-flux boundary), as is any face touching a voxel with D = 0. Computed in float64 and
     rounded once to the array dtype. ``D`` is unpadded.
+
+    Also writes ``scal[slot]``, a fingerprint of the active set (``D > 0``): the sum of a
+    pseudo-random weight in [1, 2) over active voxels, so the solver notices when the
+    connectivity changed (any change of the set alters it, barring a freak cancellation).
     """
     sy = nx
     sz = nx * ny
     for z, y in ti.ndrange(nz, ny):
+        fp = ti.cast(0.0, ti.f64)
         for x in range(nx):
             p = (z * ny + y) * nx + x
             d = ti.cast(D[p], ti.f64)
+            if d > 0:
+                w = ti.cast(p + 1, ti.f64) * 0.6180339887498949  # golden-ratio sequence
+                fp += 1.0 + (w - ti.floor(w))
             g0 = ti.cast(0.0, ti.f64)
             g1 = ti.cast(0.0, ti.f64)
             g2 = ti.cast(0.0, ti.f64)
@@ -451,6 +460,8 @@ def face_conductances(
             gx[p + sz] = ti.cast(g0, dt)
             gy[p + sz] = ti.cast(g1, dt)
             gz[p + sz] = ti.cast(g2, dt)
+        part[z * ny + y] = fp
+    finish_sum(part, nz * ny, 1, scal, slot)
 
 
 @ti.kernel
