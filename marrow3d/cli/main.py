@@ -177,6 +177,11 @@ def anatomy_stats_cmd(
         json_out.write_text(json.dumps(stats, indent=2, default=float))
 
 
+from .viz_cmd import register as _register_viz  # noqa: E402
+
+_register_viz(app)
+
+
 def main() -> None:  # pragma: no cover - console-script shim
     app()
 

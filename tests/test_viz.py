@@ -1,0 +1,296 @@
+"""Visualisation: image regression of every ``--show`` mode, and each command's output.
+
+One tiny run (32^3, one simulated day, snapshots every 12 h, a cytarabine infusion so the
+drug mode has a field) is made per module in a subprocess. Pictures are compared with the
+PNGs in ``tests/viz_baselines/`` by :func:`image_difference`:
+
+* a pixel *differs* when any channel is off by more than 48 (of 255);
+* a picture passes when at most 1.5 % of its pixels differ and the mean absolute
+  difference is below 4 (of 255).
+
+That absorbs anti-aliasing and rasterisation noise between Mesa versions while a moved,
+missing or recoloured object (a few % of the picture) fails. Baselines are made with the
+back end CI uses (VTK's EGL window on Mesa llvmpipe, no GPU):
+``MARROW3D_REGEN_VIZ_BASELINES=1 pytest tests/test_viz.py`` rewrites them.
+
+Without a working off-screen OpenGL back end the rendering tests skip with the reason;
+the plot and argument tests still run.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+BASELINES = Path(__file__).parent / "viz_baselines"
+REGEN = bool(os.environ.get("MARROW3D_REGEN_VIZ_BASELINES"))
+SIZE = (320, 240)
+#: image-diff thresholds (documented in the module docstring)
+PIXEL_TOLERANCE = 48
+MAX_DIFFERING_FRACTION = 0.015
+MAX_MEAN_ABS = 4.0
+
+THERAPY = ('therapy.events=[{agent="cytarabine",kind="infusion",start_day=0.25,duration_days=1,'
+           'dose_mg_per_m2_per_day=200}]')
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory) -> Path:
+    """configs/tiny.toml for one day, snapshots at 0, 12 and 24 h, with cytarabine."""
+    root = Path(__file__).resolve().parents[1]
+    out = tmp_path_factory.mktemp("viz") / "tinyrun"
+    cmd = [sys.executable, "-m", "marrow3d", "run", str(root / "configs" / "tiny.toml"), "--days", "1",
+           "--out", str(out), "--set", "output.snapshot_every_hours=12", "--set", THERAPY,
+           "--set", 'output.snapshot_fields=["oxygen","signal","cells","lodged","integrity","cytarabine"]']
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return out
+
+
+@pytest.fixture(scope="module")
+def gl():
+    """Skip (with the reason) when no off-screen OpenGL back end works here."""
+    from marrow3d.viz._gl import configure_headless, probe_offscreen
+
+    configure_headless()
+    ok, detail = probe_offscreen()
+    if not ok:
+        pytest.skip(f"no off-screen rendering: {detail}")
+    return detail
+
+
+@pytest.fixture(scope="module")
+def opened(run_dir):
+    from marrow3d.viz._data import open_run, run_info
+
+    with open_run(run_dir) as run:
+        yield run, run_info(run, run_dir.name)
+
+
+def image_difference(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
+    """(fraction of pixels differing by more than PIXEL_TOLERANCE, mean absolute difference)."""
+    assert a.shape == b.shape, f"picture shape {a.shape} differs from the baseline's {b.shape}"
+    d = np.abs(a.astype(np.int16) - b.astype(np.int16))
+    return float(np.mean(d.max(axis=-1) > PIXEL_TOLERANCE)), float(d.mean())
+
+
+def not_background(img: np.ndarray) -> float:
+    """Fraction of pixels that are not the white background."""
+    return float(np.mean(np.any(img[..., :3] < 235, axis=-1)))
+
+
+def check_baseline(img: np.ndarray, name: str) -> None:
+    from PIL import Image
+
+    path = BASELINES / f"{name}.png"
+    if REGEN or not path.exists():
+        if not REGEN:
+            pytest.fail(f"no baseline {path.name}: run with MARROW3D_REGEN_VIZ_BASELINES=1 to create it")
+        BASELINES.mkdir(exist_ok=True)
+        Image.fromarray(img).save(path)
+        return
+    ref = np.asarray(Image.open(path).convert("RGB"))
+    frac, mean = image_difference(img, ref)
+    if frac > MAX_DIFFERING_FRACTION or mean > MAX_MEAN_ABS:
+        Image.fromarray(img).save(path.with_name(f"{name}.failed.png"))
+        pytest.fail(f"{name}: {frac:.2%} of pixels differ (max {MAX_DIFFERING_FRACTION:.1%}), mean |diff| "
+                    f"{mean:.2f} (max {MAX_MEAN_ABS}); picture saved as {name}.failed.png")
+
+
+# ------------------------------------------------------------------ image regression
+CASES = [
+    ("oxygen", -1, None),
+    ("drug", 1, None),
+    ("signal", -1, None),
+    ("cells", -1, None),
+    ("niches", -1, None),
+    ("vessels", -1, None),
+    ("integrity", -1, None),
+    ("oxygen", 1, ["z"]),
+    ("cells", -1, ["x=150"]),
+]
+
+
+@pytest.mark.parametrize("show,step,slices", CASES, ids=[
+    f"{s}-{'final' if n == -1 else f'step{n}'}{'-slice-' + sl[0].replace('=', '') if sl else ''}" for s, n, sl in CASES])
+def test_render_matches_baseline(gl, opened, show, step, slices):
+    from marrow3d.viz.render import default_camera, render_image
+    from marrow3d.viz.scene import parse_slices
+
+    run, info = opened
+    specs = parse_slices(slices)
+    img = render_image(run, info, show=show, step=step, slices=specs, size=SIZE, camera=default_camera(None, specs))
+    assert img.shape == (SIZE[1], SIZE[0], 3) and img.dtype == np.uint8
+    assert not_background(img) > 0.05
+    name = f"{show}_{'final' if step == -1 else f'step{step}'}" + (f"_slice_{slices[0].replace('=', '')}" if slices else "")
+    check_baseline(img, name)
+
+
+def test_render_downsamples_large_grids(gl, opened, monkeypatch):
+    """A grid over the render limit is block-reduced for drawing (the data are not)."""
+    import marrow3d.viz._data as data
+    from marrow3d.viz.render import frame_for, render_image
+
+    run, info = opened
+    monkeypatch.setattr(data, "MAX_RENDER_DIM", 16)
+    frame = frame_for(run, info, -1, "oxygen", None)
+    assert frame.factor == 2 and frame.fields["oxygen"].shape == (16, 16, 16)
+    assert frame.tissue.shape == (32, 32, 32)  # full-resolution anatomy kept for glyphs
+    img = render_image(run, info, show="vessels", size=SIZE)
+    assert not_background(img) > 0.05
+
+
+# ------------------------------------------------------------------ commands
+@pytest.fixture(scope="module")
+def cli():
+    import typer
+    from typer.testing import CliRunner
+
+    from marrow3d.cli.viz_cmd import register
+
+    app = typer.Typer()
+    register(app)
+
+    def invoke(*args):
+        return CliRunner().invoke(app, [str(a) for a in args])
+
+    return invoke
+
+
+def test_render_command_writes_png_of_requested_size(gl, cli, run_dir, tmp_path):
+    from PIL import Image
+
+    out = tmp_path / "o2.png"
+    res = cli("render", run_dir, "--show", "oxygen", "--slice", "y=100", "--out", out, "--size", "300x200",
+              "--camera", "iso")
+    assert res.exit_code == 0, res.output
+    img = np.asarray(Image.open(out).convert("RGB"))
+    assert img.shape == (200, 300, 3)
+    assert not_background(img) > 0.05
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--show", "bogus"], "unknown --show 'bogus'"),
+    (["--step", "7"], "step 7 does not exist"),
+    (["--slice", "w=3"], "bad --slice"),
+    (["--size", "big"], "bad --size"),
+    (["--camera", "top"], "unknown --camera"),
+    (["--show", "daunorubicin"], "no daunorubicin field"),
+    (["--slice", "z=9999"], "outside the domain"),
+])
+def test_render_errors_are_one_line(gl, cli, run_dir, tmp_path, args, message):
+    res = cli("render", run_dir, "--out", tmp_path / "x.png", *args)
+    assert res.exit_code == 2
+    assert message in res.output
+    assert res.output.strip().count("\n") == 0, res.output  # one line, no traceback
+
+
+def test_missing_run_is_one_line_error(cli, tmp_path):
+    for cmd in (["render", tmp_path / "nope"], ["movie", tmp_path / "nope"], ["plot", tmp_path / "nope"]):
+        res = cli(*cmd)
+        assert res.exit_code == 2, res.output
+        assert res.output.startswith("error:") and "nope" in res.output
+
+
+def test_movie_gif_has_one_frame_per_snapshot(gl, cli, opened, run_dir, tmp_path):
+    from PIL import Image, ImageSequence
+
+    run, info = opened
+    out = tmp_path / "cells.gif"
+    res = cli("movie", run_dir, "--show", "cells", "--orbit", "--out", out, "--size", "240x180", "--fps", "5")
+    assert res.exit_code == 0, res.output
+    frames = [np.asarray(f.convert("RGB")) for f in ImageSequence.Iterator(Image.open(out))]
+    assert len(frames) == info.n_snapshots == 3
+    assert all(f.shape == (180, 240, 3) and not_background(f) > 0.05 for f in frames)
+    assert image_difference(frames[0], frames[-1])[0] > 0.01  # time and orbit change the picture
+
+
+def test_movie_mp4(gl, cli, run_dir, tmp_path):
+    out = tmp_path / "o2.mp4"
+    res = cli("movie", run_dir, "--show", "oxygen", "--out", out, "--size", "320x240")
+    try:
+        import imageio_ffmpeg  # noqa: F401
+    except ImportError:
+        assert res.exit_code == 2 and "imageio-ffmpeg" in res.output and res.output.count("\n") <= 1
+        return
+    assert res.exit_code == 0, res.output
+    assert out.stat().st_size > 1000
+
+
+def test_view_scene_builds_off_screen(gl, opened):
+    import pyvista as pv
+
+    from marrow3d.viz.interactive import RunViewer
+
+    run, info = opened
+    p = pv.Plotter(off_screen=True, window_size=(400, 300))
+    try:
+        v = RunViewer(p, run, info)  # slider, check boxes, clip plane and picker included
+        assert v.step == info.n_snapshots - 1 and v.field == "oxygen"
+        assert {"field", "vessels", "bone"} <= set(v.scene.layers)
+        v.set_step(0)
+        v.set_field("cytarabine")
+        v.set_layer("cells", True)
+        v.set_layer("niches", True)
+        v.set_layer("clip", True)
+        v.set_clip((1, 0, 0), (150, 150, 150))
+        assert {"cells", "niches"} <= set(v.scene.layers)
+        got = v.pick((150.0, 155.0, 10.0))
+        assert got["voxel (z, y, x)"] == (1, 16, 15)
+        assert got["tissue"] in ("marrow", "bone", "arteriole", "sinusoid", "central_sinus")
+        assert "oxygen (mmHg)" in got and "cell" in got
+        assert v.pick((1e6, 0, 0)) == {}
+        img = p.screenshot(return_img=True)
+        assert not_background(img) > 0.05
+    finally:
+        p.close()
+
+
+def test_plot_panel_one_and_several_runs(cli, run_dir, tmp_path):
+    from PIL import Image
+
+    one = tmp_path / "panel.png"
+    res = cli("plot", run_dir, "--out", one)
+    assert res.exit_code == 0, res.output
+    img = np.asarray(Image.open(one).convert("RGB"))
+    assert img.shape[0] > 800 and img.shape[1] > 1000 and not_background(img) > 0.05
+    two = tmp_path / "compare.svg"
+    res = cli("plot", run_dir, run_dir, "--out", two, "--title", "two arms")
+    assert res.exit_code == 0, res.output
+    assert "two arms" in two.read_text()
+
+
+# ------------------------------------------------------------------ helpers
+def test_block_reduce_and_slices():
+    from marrow3d.viz._data import block_reduce, render_factor
+    from marrow3d.viz.scene import SliceSpec, parse_slices
+
+    a = np.arange(27, dtype=np.float32).reshape(3, 3, 3)
+    r = block_reduce(a, 2)
+    assert r.shape == (2, 2, 2)
+    assert r[0, 0, 0] == pytest.approx(a[:2, :2, :2].mean())
+    assert r[1, 1, 1] == pytest.approx(26.0)  # edge block padded by repetition
+    m = np.zeros((4, 4, 4), bool)
+    m[3, 0, 0] = True
+    assert block_reduce(m, 2, "any")[1, 0, 0]
+    w = block_reduce(a, 3, "wmean", weights=a > 20)
+    assert w[0, 0, 0] == pytest.approx(a[a > 20].mean())
+    assert render_factor((512, 256, 256)) == 2 and render_factor((256, 10, 10)) == 1
+    assert parse_slices(["z", "X=12.5um"]) == [SliceSpec("z", None), SliceSpec("x", 12.5)]
+
+
+def test_scales_and_stage_lookup(opened):
+    from marrow3d.viz.style import field_scale, nice_ceil
+
+    run, info = opened
+    assert nice_ceil(0.13) == 0.2 and nice_ceil(3.0) == 5.0 and nice_ceil(40) == 50
+    assert field_scale("oxygen").clim == (0.0, 40.0)
+    assert field_scale("cytarabine", drug_peak_uM=info.drug_peak_uM["cytarabine"]).clim[1] >= info.drug_peak_uM["cytarabine"]
+    assert info.drug_fields == ("cytarabine",)
+    assert info.stage_at(0.0) == int(run.timeseries["stage"].iloc[0])
+    assert info.time_h(0) == 0.0 and info.time_h(-1) == pytest.approx(24.0)
