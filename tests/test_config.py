@@ -81,3 +81,12 @@ def test_units_are_in_the_names():
 def test_error_for_unknown_top_level_section_suggests():
     with pytest.raises(ConfigError, match=r"unknown key 'rnu'.*did you mean 'run'"):
         load_config(None, ["rnu.days=1"])
+
+
+def test_partial_table_keeps_sibling_defaults():
+    cfg = load_config(None, ["transport.oxygen.blood_pO2_mmHg.arteriole=40"])
+    default = load_config(None)
+    assert cfg.transport.oxygen.blood_pO2_mmHg.arteriole == 40
+    assert cfg.transport.oxygen.blood_pO2_mmHg.sinusoid == default.transport.oxygen.blood_pO2_mmHg.sinusoid > 0
+    cfg = load_config(None, ["cells.death_rate_per_day.blast=0.5"])
+    assert cfg.cells.death_rate_per_day.hsc == default.cells.death_rate_per_day.hsc > 0

@@ -119,4 +119,18 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
     if overrides:
         data = apply_overrides(data, overrides)
         source = f"{source} (with --set overrides)"
+    # A partial table keeps the defaults of the keys it does not name: setting
+    # transport.oxygen.blood_pO2_mmHg.arteriole must not zero the sinusoid value.
+    data = _merge(SimulationConfig().model_dump(mode="json", exclude_none=True), data)
     return validate_dict(SimulationConfig, data, source)  # type: ignore[return-value]
+
+
+def _merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
+    """Recursively overlay ``update`` on ``base`` (tables merge, other values replace)."""
+    out = dict(base)
+    for key, value in update.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = value
+    return out
