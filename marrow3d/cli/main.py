@@ -177,6 +177,11 @@ def anatomy_stats_cmd(
         json_out.write_text(json.dumps(stats, indent=2, default=float))
 
 
+from .export_cmd import register as _register_export  # noqa: E402
+
+_register_export(app)
+
+
 from .viz_cmd import register as _register_viz  # noqa: E402
 
 _register_viz(app)
