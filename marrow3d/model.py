@@ -321,6 +321,9 @@ class MarrowModel:
         self.integrity.from_numpy(check("vessel_integrity", state["vessel_integrity"], np.float32))
         for name, f in self.fields.items():
             if name not in state["fields"]:
+                if name in self.drugs:  # a branch dosing a drug its parent never used: it was 0
+                    f.fill(0)
+                    continue
                 raise CheckpointError(f"checkpoint has no field {name!r}")
             f.from_numpy(check(f"fields/{name}", state["fields"][name], self.np_dtype))
         cells = state["cells"]
@@ -329,12 +332,19 @@ class MarrowModel:
         self.cells.set_state(cells)
         self.drug_active = {a: bool(state.get("drug_active", {}).get(a, False)) for a in self.drugs}
         self.solve_iterations = {k: int(v) for k, v in state.get("solve_iterations", {}).items()}
+        for agent in self.drugs:
+            self.solve_iterations.setdefault(agent, 0)
         clock = state["clock"]
         if abs(float(clock["dt_h"]) - self.clock.dt_h) > 1e-12:
             raise CheckpointError(f"checkpoint cell step {clock['dt_h']} h differs from the config's {self.clock.dt_h} h")
         self.clock.iteration = int(clock["iteration"])
         hist = state["history"]
         self.history = {k: [float(x) for x in np.asarray(v)] for k, v in hist.items()}
+        # A branch may add readouts (a new drug's tissue levels): NaN before the branch point.
+        n = len(self.history.get("time_h", []))
+        for k in self.current_metrics():
+            if k not in self.history:
+                self.history[k] = [float("nan")] * n
 
     def __repr__(self) -> str:
         nz, ny, nx = self.shape

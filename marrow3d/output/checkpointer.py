@@ -35,7 +35,19 @@ REQUIRED_STATE = (
     "model/cells/cells",
     "model/vessel_integrity",
     "model/fields/oxygen",
+    "model/fields/signal",
+    "model/cells/flags",
+    "model/cells/generation",
+    "model/cells/counters",
+    "model/cells/auc",
+    "model/cells/step_index",
+    "model/cells/seed",
+    "model/clock",
+    "model/history/time_h",
 )
+#: Per-voxel datasets (paths under /state): each must have the shape of model/anatomy/tissue.
+_VOXEL_STATE = ("model/anatomy/niche", "model/cells/cells", "model/cells/flags", "model/cells/generation",
+                "model/vessel_integrity")
 
 
 def _fsync_dir(path: Path) -> None:
@@ -187,6 +199,15 @@ def load_checkpoint(path: str | Path) -> tuple[dict[str, Any], dict[str, Any]]:
             for req in REQUIRED_STATE:
                 if req not in h5["state"]:
                     raise CheckpointError(f"checkpoint {str(p)!r} is missing dataset /state/{req}")
+            grid = h5["state/model/anatomy/tissue"].shape
+            voxel = [*_VOXEL_STATE, *(f"model/fields/{k}" for k in h5["state/model/fields"])]
+            for name in voxel:
+                shape = h5["state"][name].shape
+                if shape != grid:
+                    raise CheckpointError(
+                        f"checkpoint {str(p)!r}: dataset /state/{name} has shape {shape}, the grid "
+                        f"(/state/model/anatomy/tissue) is {grid}"
+                    )
             state = read_tree(h5["state"])
     except CheckpointError:
         raise

@@ -96,7 +96,17 @@ class RunWriter:
         if not self.path.exists():
             self._create(model)
             return
-        h5 = h5py.File(self.path, "a", libver="latest")
+        try:
+            h5 = h5py.File(self.path, "a", libver="latest")
+        except OSError as exc:
+            if "already open for write" not in str(exc):
+                raise
+            # A writer killed in SWMR mode leaves the superblock flagged "open for write";
+            # HDF5 then refuses read-write opens (h5clear would be needed). SWMR readers still
+            # see a consistent file: copy it into a fresh one and continue from that.
+            log.warning("%s was left open by a killed run: recovering it through a SWMR read", self.path)
+            _recover_swmr_file(self.path)
+            h5 = h5py.File(self.path, "a", libver="latest")
         it = model.clock.iteration
         n = len(model.history_time())
         for name in h5["timeseries"]:
@@ -186,3 +196,20 @@ class RunWriter:
 
     def restore_prognostic_state(self, state: dict) -> None:
         self.schedule.restore_prognostic_state(state["schedule"])
+
+
+def _recover_swmr_file(path: Path) -> None:
+    """Rewrite ``path`` (left flagged by a killed SWMR writer) from a SWMR read of it."""
+    import os
+
+    tmp = path.with_name(f".{path.name}.recover-{os.getpid()}")
+    try:
+        with h5py.File(path, "r", swmr=True) as src, h5py.File(tmp, "w", libver="latest") as dst:
+            for key, value in src.attrs.items():
+                dst.attrs[key] = value
+            for name in src:
+                src.copy(src[name], dst, name=name)
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
