@@ -8,4 +8,17 @@ from __future__ import annotations
 
 from ._version import __version__
 
-__all__ = ["__version__"]
+__all__ = ["__version__", "open_run", "load_config"]
+
+
+def __getattr__(name: str):
+    # Lazy re-exports: `import marrow3d` stays light (no h5py, pandas or Taichi at import).
+    if name == "open_run":
+        from .analysis import open_run
+
+        return open_run
+    if name == "load_config":
+        from .config import load_config
+
+        return load_config
+    raise AttributeError(f"module 'marrow3d' has no attribute {name!r}")

@@ -264,6 +264,7 @@ def resume_run(run_dir: Path, days: float | None = None, *, backend: str | None 
     if updates:
         cfg = _with_overrides(cfg, [f"run.{k}={_lit(v)}" for k, v in updates.items()])
     info = ensure_backend(cfg)
+    (run_dir / "config.toml").write_text(cfg.to_toml(), encoding="utf-8")
     model = _model_from_checkpoint(cfg, state, run_dir)
     sim = build_simulation(model, cfg, run_dir, info.name, resume=True, progress=progress)
     sim.restore_prognostic_state(state)

@@ -48,10 +48,15 @@ class TimeInterval:
         if not self.hours > 0:
             raise ValueError(f"TimeInterval needs hours > 0, got {self.hours}")
 
+    def prime(self, model) -> None:
+        """Set the first target from the start time (before the first step)."""
+        if self.next_h is None:
+            self.next_h = (int(model.clock.time_h / self.hours + _EPS_H) + 1) * self.hours
+
     def __call__(self, model) -> bool:
         t = model.clock.time_h
         if self.next_h is None:
-            self.next_h = (int(t / self.hours + _EPS_H) + 1) * self.hours
+            self.prime(model)
             return False
         if t + _EPS_H >= self.next_h:
             # Skip multiples already passed (dt longer than the interval).
@@ -109,6 +114,11 @@ class AnyOf:
     """Act when any of several schedules acts (all are polled, so all stay in step)."""
 
     schedules: list
+
+    def prime(self, model) -> None:
+        for s in self.schedules:
+            if hasattr(s, "prime"):
+                s.prime(model)
 
     def __call__(self, model) -> bool:
         hits = [s(model) for s in self.schedules]

@@ -145,6 +145,11 @@ class Simulation:
         self._wall_start = time.monotonic()
         for w in self.output_writers.values():
             w.initialize(self)
+        # Time schedules take their first target from the start time, so an interval equal
+        # to the step still fires after the first step.
+        for sched in [w.schedule for w in self.output_writers.values()] + [c.schedule for c in self.callbacks.values()]:
+            if hasattr(sched, "prime"):
+                sched.prime(self.model)
         reason = "finished"
         try:
             with _Progress(self, enabled=self.progress) as bar:

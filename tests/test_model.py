@@ -87,3 +87,19 @@ def test_whole_model_identical_for_one_and_two_threads(tmp_path):
         for name in fa["timeseries"]:
             np.testing.assert_array_equal(fa["timeseries"][name][()], fb["timeseries"][name][()], err_msg=name)
         assert fa["timeseries/count_blast"][-1] + fa["timeseries/count_lsc"][-1] > 0
+
+
+def test_time_interval_equal_to_the_step_fires_every_step():
+    from marrow3d.model import Clock
+    from marrow3d.schedules import TimeInterval
+
+    class M:
+        clock = Clock(0, 12.0)
+
+    sched = TimeInterval(12.0)
+    sched.prime(M)
+    fired = []
+    for _ in range(4):
+        M.clock.iteration += 1
+        fired.append(sched(M))
+    assert fired == [True, True, True, True]

@@ -79,5 +79,5 @@ def print_run_summary(path: Path) -> None:
     """Summarise a run directory or HDF5 file (meta, grid, last metrics)."""
     from ..analysis import open_run
 
-    run = open_run(_run_file(Path(path)))
-    console.print(run.summary_table())
+    with open_run(_run_file(Path(path))) as run:
+        console.print(run.summary_table())

@@ -88,6 +88,12 @@ class Checkpointer:
     # writer protocol --------------------------------------------------------------
     def initialize(self, simulation) -> None:
         self.directory.mkdir(parents=True, exist_ok=True)
+        # Temporary files of a writer that was killed mid-write: never complete, never read.
+        for stale in self.directory.glob(".checkpoint*.tmp-*"):
+            try:
+                stale.unlink()
+            except OSError:
+                pass
         self.written = sorted(self.directory.glob("checkpoint_*.h5"))
 
     def write(self, simulation) -> Path:

@@ -190,6 +190,8 @@ class RunWriter:
             state.attrs["iteration"] = np.int64(model.clock.iteration)
             state.attrs["time_h"] = float(model.clock.time_h)
             state.attrs["complete"] = bool(ok)
+            # a resumed run may have extended run.days: the stored config is the one that ran last
+            h5["meta"].attrs["config_toml"] = self.meta["config_toml"]
 
     def prognostic_state(self) -> dict:
         return {"schedule": self.schedule.prognostic_state()}
