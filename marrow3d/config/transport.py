@@ -88,8 +88,10 @@ class OxygenConfig(Section):
         description="Maximal O2 consumption per cell (Wagner 2011: ~2.5 amol/s average; cycling 1.5-5x quiescent).",
     )
     blood_pO2_mmHg: PerVesselClass = Field(
-        default_factory=lambda: PerVesselClass(arteriole=32.0, sinusoid=16.0),
-        description="Vessel pO2 by class (Spencer 2014: < 32 mmHg everywhere; endosteum higher). Calibrated.",
+        default_factory=lambda: PerVesselClass(arteriole=40.0, sinusoid=16.0),
+        description="Intravascular pO2 by class: arterial blood above the tissue's (Spencer 2014: tissue < 32 mmHg, "
+        "minimum ~10 mmHg, endosteum less hypoxic). Calibrated: tissue pO2 stays < 32 mmHg, the deep 5th percentile "
+        "near 10 mmHg, endosteal band above central marrow (docs/model.md, Calibration).",
     )
     exchange_per_min: PerVesselClass = Field(
         default_factory=lambda: PerVesselClass(arteriole=400.0, sinusoid=400.0),

@@ -37,7 +37,7 @@ class VesselsConfig(Section):
         "(parameters.md 7, UNVERIFIED; assumption).",
     )
     sinusoid_loss_rate_per_day: float = Field(
-        0.02,
+        0.01,
         ge=0.0,
         le=24.0,
         description="Sinusoid integrity loss per day at saturating signal (leak rise; Passaro 2017 qualitative; assumption).",
