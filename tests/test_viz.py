@@ -251,6 +251,13 @@ def test_view_scene_builds_off_screen(gl, opened):
         p.close()
 
 
+def test_view_without_display_is_one_line_error(cli, run_dir, monkeypatch):
+    monkeypatch.delenv("DISPLAY", raising=False)
+    monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)
+    res = cli("view", run_dir)
+    assert res.exit_code == 2 and "needs a display" in res.output and res.output.strip().count("\n") == 0
+
+
 def test_plot_panel_one_and_several_runs(cli, run_dir, tmp_path):
     from PIL import Image
 

@@ -1,6 +1,6 @@
 """From a run directory to what one picture needs, at rendering resolution.
 
-Runs are read through :func:`marrow3d.analysis.open_run` only. Grids larger than
+Runs are read through :func:`marrow3d.analysis.open_run` only (``RunData``). Grids larger than
 ``max_dim`` voxels along an axis are reduced by an integer factor *for rendering*
 (block means for fields, "any" for vessel and bone masks, priority for cell types);
 the data on disk are never changed, and glyph positions (rare cells, niche slots) keep
@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 
@@ -22,23 +21,22 @@ from marrow3d.metrics import STAGE_NAMES
 from ._gl import RenderError
 
 __all__ = ["RunInfo", "Frame", "open_run", "run_info", "load_frame", "check_step", "block_reduce",
-           "DRUG_FIELDS", "MAX_RENDER_DIM"]
+           "DRUG_FIELDS", "MAX_RENDER_DIM", "MAX_SURFACE_DIM"]
 
 #: Largest number of voxels along an axis that is rendered (larger grids are block-reduced).
 MAX_RENDER_DIM = 256
+#: Surfaces (vessels, bone) are extracted on grids of at most this many voxels per axis: the
+#: dense sinusoid network of a 256^3 box gives about 8 million triangles at full resolution,
+#: which Mesa's software rasteriser cannot draw in seconds.
+MAX_SURFACE_DIM = 128
 DRUG_FIELDS = ("cytarabine", "daunorubicin")
 
 
 def open_run(path):
-    """Open a run directory (or run.h5) for reading; a context manager (RunData)."""
-    p = Path(path)
-    if not p.exists():
-        raise RenderError(f"no run at {path}: expected a run directory holding run.h5")
-    try:
-        from marrow3d.analysis import open_run as _open
-    except ImportError:  # until marrow3d.analysis lands
-        from ._reader import open_run as _open
-    return _open(p)
+    """Open a run directory (or run.h5) for reading: :func:`marrow3d.analysis.open_run`."""
+    from marrow3d.analysis import open_run as _open
+
+    return _open(path)
 
 
 @dataclass
@@ -104,25 +102,15 @@ _FIELD_NAMES = ("oxygen", "signal", *DRUG_FIELDS)
 
 
 def _field_names(run, step: int = -1) -> tuple[str, ...]:
-    """Continuous fields available at ``step`` (without reading them when RunData allows)."""
-    if hasattr(run, "array_names"):
-        return tuple(n for n in run.array_names(step) if n in _FIELD_NAMES)
-    return tuple(run.fields(step).keys())
-
-
-def _array(run, name: str, step: int) -> np.ndarray:
-    if hasattr(run, "array"):
-        return run.array(name, step)
-    return run.fields(step)[name]
+    """Continuous fields available at ``step`` (listed without reading them)."""
+    return tuple(n for n in run.array_names(step) if n in _FIELD_NAMES)
 
 
 def _final_time(run, t: np.ndarray, snaps: np.ndarray) -> float:
-    if hasattr(run, "step_time_h"):
-        try:
-            return float(run.step_time_h(-1))
-        except Marrow3DError:
-            pass
-    return float(t[-1]) if t.size else (float(snaps[-1]) if snaps.size else 0.0)
+    try:
+        return float(run.step_time_h(-1))
+    except Marrow3DError:  # neither a final state nor snapshots yet
+        return float(t[-1]) if t.size else 0.0
 
 
 def check_step(info: RunInfo, step: int) -> int:
@@ -188,6 +176,7 @@ class Frame:
     stage: int
     stage_name: str
     factor: int
+    surface_factor: int
     spacing_um: float
     origin_xyz_um: np.ndarray
     full_origin_xyz_um: np.ndarray
@@ -203,8 +192,12 @@ class Frame:
     def day(self) -> float:
         return self.time_h / 24.0
 
-    def reduce_mask(self, mask: np.ndarray) -> np.ndarray:
-        return block_reduce(mask, self.factor, "any")
+    def reduce_mask(self, mask: np.ndarray, f: int | None = None) -> np.ndarray:
+        return block_reduce(mask, self.factor if f is None else f, "any")
+
+    def grid_origin(self, f: int) -> np.ndarray:
+        """xyz centre (um) of the first voxel of the grid reduced by ``f``."""
+        return self.full_origin_xyz_um + (f - 1) * self.voxel_um / 2.0
 
     def reduce_cells(self, cells: np.ndarray) -> np.ndarray:
         if self.factor == 1:
@@ -228,7 +221,8 @@ def load_frame(run, info: RunInfo, step: int, *, fields: tuple[str, ...] = (), c
     # the centre of rendered voxel 0 is the centre of its f^3 block
     r_origin = origin_xyz + (f - 1) * vox / 2.0
     t = info.time_h(step)
-    frame = Frame(step=step, time_h=t, stage=info.stage_at(t), stage_name=info.stage_name(t), factor=f,
+    fs = max(f, render_factor(info.shape, MAX_SURFACE_DIM))
+    frame = Frame(step=step, time_h=t, stage=info.stage_at(t), stage_name=info.stage_name(t), factor=f, surface_factor=fs,
                   spacing_um=vox * f, origin_xyz_um=r_origin, full_origin_xyz_um=origin_xyz, voxel_um=vox,
                   tissue=np.asarray(run.tissue), niche=np.asarray(run.niche))
     try:
@@ -238,7 +232,7 @@ def load_frame(run, info: RunInfo, step: int, *, fields: tuple[str, ...] = (), c
                 if name not in avail:
                     where = "the final state" if step == -1 else f"snapshot {step}"
                     raise RenderError(f"{where} has no {name!r} field (present: {', '.join(avail) or 'none'})")
-                frame.fields[name] = block_reduce(np.asarray(_array(run, name, step), dtype=np.float32), f, "mean")
+                frame.fields[name] = block_reduce(np.asarray(run.array(name, step), dtype=np.float32), f, "mean")
         if cells:
             frame.cells = np.asarray(run.cells(step))
             frame.lodged = np.asarray(run.lodged(step))

@@ -49,10 +49,12 @@ def _marker(cx: float, cy: float, r: float, face: str, rgb):
 
 
 def add_legend_2d(plotter, entries, *, x: float, y_top: float, size: tuple[int, int], font_size: int,
-                  text_color="#202020", background="white", background_opacity: float = 0.8) -> list:
+                  text_color="#202020", background=None, background_opacity: float = 0.8) -> list:
     """Legend at viewport fraction (``x``, ``y_top``) listing ``(label, colour, face)``.
 
-    ``face`` is ``circle``, ``rectangle`` or ``none``. Returns the 2D actors (for toggling).
+    ``face`` is ``circle``, ``rectangle``, ``line`` or ``none``. No background by default;
+    light line colours (outlines drawn over dark fields) get a dark one.
+    Returns the 2D actors (for removal).
     """
     w, h = size
     line = font_size * 1.45
@@ -62,7 +64,7 @@ def add_legend_2d(plotter, entries, *, x: float, y_top: float, size: tuple[int, 
     actors = []
     widest = max((len(e[0]) for e in entries), default=0) * font_size * 0.5 + 2.6 * r
     if any(e[2] == "line" and sum(to_rgb(e[1])) > 2.1 for e in entries):
-        background = "#5A5A5A" if background is not None else None  # light line colours need a dark ground
+        background = "#5A5A5A"  # light line colours need a dark ground
         text_color = "#FFFFFF"
     if background is not None and entries:
         pad = font_size * 0.4

@@ -118,7 +118,7 @@ class RunViewer:
             frame.full_origin_xyz_um + np.array([i, j, k]) * frame.voxel_um, 1))}
         out["tissue"] = codes.TISSUE_NAMES.get(int(frame.tissue[k, j, i]), "?")
         out["niche"] = codes.NICHE_NAMES.get(int(frame.niche[k, j, i]), "?")
-        names = self.run.array_names(self.step) if hasattr(self.run, "array_names") else ()
+        names = self.run.array_names(self.step)
         if "cells" in names:
             out["cell"] = codes.CELL_NAMES.get(int(self.run.array("cells", self.step)[k, j, i]), "?")
         if "lodged" in names:
@@ -212,7 +212,7 @@ class RunViewer:
         h = self.plotter.window_size[1]
         for row, (name, _) in enumerate(self._button_rows()):
             x, y, size = self._button_geometry(row)
-            self.plotter.add_text(name, position=(x + size + 8, y + size * 0.15), font_size=max(8, int(h * 0.014)),
+            self.plotter.add_text(name, position=(x + size + 8, y + size * 0.15), font_size=max(8, int(h * 0.011)),
                                   color=style.TEXT_COLOR, font="arial", name=f"button_{name}")
 
     def _add_widgets(self) -> None:

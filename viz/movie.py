@@ -28,7 +28,7 @@ def movie_frames(run, info, *, show: str, slices=None, size=(800, 600), camera: 
     steps = list(range(info.n_snapshots)) if steps is None else list(steps)
     if not steps:
         raise RenderError("the run has no snapshots to make a movie of (output.snapshot_every_hours was unset)")
-    ss = supersampling(size)
+    ss = supersampling(size, info.shape)
     big = (size[0] * ss, size[1] * ss)
     p = make_plotter(big)
     try:

@@ -73,6 +73,16 @@ def plot_panel(runs: list[tuple[str, object, float]], *, title: str | None = Non
     ax_pop, ax_niche, ax_vessel, ax_hyp, ax_pk, ax_exp = axes
     single = len(runs) == 1
     any_drug = False
+    labelled: set = set()
+
+    def once(ax, label: str):
+        """The label the first time a quantity is drawn on ``ax`` (one legend entry per quantity)."""
+        key = (id(ax), label)
+        if key in labelled:
+            return None
+        labelled.add(key)
+        return label
+
     for r, (name, df, floor) in enumerate(runs):
         ls = _LINESTYLES[r % len(_LINESTYLES)]
         day = _col(df, "day")
@@ -84,7 +94,7 @@ def plot_panel(runs: list[tuple[str, object, float]], *, title: str | None = Non
         for col, label, color in _POP:
             v = _col(df, col)
             if v is not None:
-                ax_pop.plot(day, np.where(v > 0, v, np.nan), ls=ls, color=color, label=label if r == 0 else None)
+                ax_pop.plot(day, np.where(v > 0, v, np.nan), ls=ls, color=color, label=once(ax_pop, label))
         # niche occupancy: share of each kind's slots held by lodged HSC / LSC
         for kind in ("endosteal", "perivascular"):
             slots = _col(df, f"niche_{kind}_slots")
@@ -97,14 +107,14 @@ def plot_panel(runs: list[tuple[str, object, float]], *, title: str | None = Non
                     continue
                 lw = 2.2 if kind == "endosteal" else 1.1
                 ax_niche.plot(day, v / denom, ls=ls, lw=lw, color=color,
-                              label=f"{kind} {who.upper() if who != 'empty' else 'empty'}" if r == 0 else None)
+                              label=once(ax_niche, f"{kind} {who.upper() if who != 'empty' else 'empty'}"))
         # vessels
         for col, label, color in (("arteriole_mean_integrity", "arteriole mean integrity", style.ARTERIOLE_COLOR),
                                   ("arteriole_fraction_lost", "arterioles lost (fraction)", "#6B6B6B"),
                                   ("sinusoid_mean_integrity", "sinusoid mean integrity", style.SINUSOID_COLOR)):
             v = _col(df, col)
             if v is not None:
-                ax_vessel.plot(day, v, ls=ls, color=color, label=label if r == 0 else None)
+                ax_vessel.plot(day, v, ls=ls, color=color, label=once(ax_vessel, label))
         if r == 0:
             ax_vessel.axhline(floor, color="#6B6B6B", lw=0.8, ls=(0, (2, 2)))
             ax_vessel.text(0.01, floor, f" floor {floor:g}", transform=ax_vessel.get_yaxis_transform(),
@@ -117,17 +127,17 @@ def plot_panel(runs: list[tuple[str, object, float]], *, title: str | None = Non
             v = _col(df, col)
             if v is not None:
                 ax_hyp.plot(day, v, ls=ls, color=color, lw=1.0 if "severe" in label else 1.6,
-                            label=label if r == 0 else None)
+                            label=once(ax_hyp, label))
         # PK: plasma (thick) and marrow mean (thin)
         for agent, color in (("cytarabine", "#7E03A8"), ("daunorubicin", "#D8576B")):
             plasma = _col(df, f"plasma_{agent}_uM")
             tissue = _col(df, f"{agent}_tissue_uM_mean")
             if plasma is not None and np.nanmax(plasma, initial=0) > 0:
                 any_drug = True
-                ax_pk.plot(day, plasma, ls=ls, lw=2.0, color=color, label=f"{agent}, plasma" if r == 0 else None)
+                ax_pk.plot(day, plasma, ls=ls, lw=2.0, color=color, label=once(ax_pk, f"{agent}, plasma"))
             if tissue is not None and np.nanmax(tissue, initial=0) > 0:
                 ax_pk.plot(day, tissue, ls=ls, lw=1.0, color=color, alpha=0.8,
-                           label=f"{agent}, marrow mean" if r == 0 else None)
+                           label=once(ax_pk, f"{agent}, marrow mean"))
             # exposure: cumulative uM h per cell-hour = mean concentration a cell of the type saw
             for cat, label, ccol in (("lsc_lodged", "lodged LSC", style.CELL_COLORS[3]),
                                      ("lsc", "LSC", style.CELL_COLORS[3]), ("blast", "blast", style.CELL_COLORS[4]),
@@ -139,7 +149,7 @@ def plot_panel(runs: list[tuple[str, object, float]], *, title: str | None = Non
                 mean = auc / np.where(ch > 0, ch, np.nan)
                 ax_exp.plot(day, mean, ls=ls, lw=(2.2 if "lodged" in cat else 1.2) * (1.0 if agent == "cytarabine" else 0.7),
                             color=ccol, alpha=1.0 if agent == "cytarabine" else 0.55,
-                            label=f"{agent}: {label}" if r == 0 else None)
+                            label=once(ax_exp, f"{agent}: {label}"))
         # stage strip
         if stage is not None and len(day) > 1:
             widths = np.diff(day, append=day[-1] + (day[-1] - day[-2]))

@@ -200,8 +200,9 @@ def decorate(plotter, scene, frame, info: RunInfo, mode: str, drug: str | None, 
     ]
     nz, ny, nx = info.shape
     sub = f"{info.name} · {step_txt} · {nx} x {ny} x {nz} voxels of {info.voxel_um:g} µm"
-    if frame.factor > 1:
-        sub += f", drawn at 1/{frame.factor} resolution"
+    if frame.surface_factor > 1:
+        sub += (f", drawn at 1/{frame.factor} resolution" if frame.factor > 1 else "") + \
+            f"{',' if frame.factor == 1 else ';'} surfaces at 1/{frame.surface_factor}"
     actors.append(plotter.add_text(sub, position=(0.02, 0.015), viewport=True, font_size=max(7, int(h * 0.015)),
                                    color="#606060", font="arial", name="subtitle"))
     if scene.legend:
@@ -215,9 +216,10 @@ def _stage_text_color(stage: int) -> str:
     return {0: "#3A3A3A", 1: "#B86E00", 2: "#B2182B"}.get(stage, "#3A3A3A")
 
 
-def supersampling(size: tuple[int, int]) -> int:
-    """Render-size multiplier used for anti-aliasing (2, or 1 for pictures over 2400 px)."""
-    return 2 if max(size) <= 2400 else 1
+def supersampling(size: tuple[int, int], shape=(0, 0, 0)) -> int:
+    """Render-size multiplier used for anti-aliasing: 2, or 1 for pictures over 2400 px and for
+    grids over 128 voxels along an axis (their surfaces already fill the software rasteriser)."""
+    return 2 if max(size) <= 2400 and max(shape) <= 128 else 1
 
 
 def downsample_image(img: np.ndarray, size: tuple[int, int]) -> np.ndarray:
@@ -250,7 +252,7 @@ def render_image(run, info: RunInfo, *, show: str, step: int = -1, slices=None, 
     mode, drug = resolve_show(show, info)
     check_step(info, step)
     frame = frame_for(run, info, step, mode, drug)
-    ss = supersampling(size)
+    ss = supersampling(size, info.shape)
     big = (size[0] * ss, size[1] * ss)
     p = make_plotter(big)
     try:

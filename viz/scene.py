@@ -79,19 +79,22 @@ class Scene:
 
 
 # ------------------------------------------------------------------ grids and values
-def voxel_grid(frame: Frame, arrays: dict[str, np.ndarray] | None = None, *, cells: bool = False) -> pv.ImageData:
-    """An ImageData over the rendered grid; ``arrays`` (z, y, x) go in as point data at voxel
-    centres, or as cell data (voxel boxes) with ``cells=True``."""
+def voxel_grid(frame: Frame, arrays: dict[str, np.ndarray] | None = None, *, cells: bool = False,
+               factor: int | None = None) -> pv.ImageData:
+    """An ImageData over the grid reduced by ``factor`` (default: the rendered grid);
+    ``arrays`` (z, y, x) go in as point data at voxel centres, or as cell data (voxel boxes)
+    with ``cells=True``."""
+    f = frame.factor if factor is None else factor
     shape = next(iter(arrays.values())).shape if arrays else _render_shape(frame)
     nz, ny, nx = shape
-    h = frame.spacing_um
+    h = frame.voxel_um * f
+    origin = frame.grid_origin(f)
     if cells:
-        grid = pv.ImageData(dimensions=(nx + 1, ny + 1, nz + 1), spacing=(h, h, h),
-                            origin=tuple(frame.origin_xyz_um - h / 2.0))
+        grid = pv.ImageData(dimensions=(nx + 1, ny + 1, nz + 1), spacing=(h, h, h), origin=tuple(origin - h / 2.0))
         for k, a in (arrays or {}).items():
             grid.cell_data[k] = np.ascontiguousarray(a).ravel()
     else:
-        grid = pv.ImageData(dimensions=(nx, ny, nz), spacing=(h, h, h), origin=tuple(frame.origin_xyz_um))
+        grid = pv.ImageData(dimensions=(nx, ny, nz), spacing=(h, h, h), origin=tuple(origin))
         for k, a in (arrays or {}).items():
             grid.point_data[k] = np.ascontiguousarray(a).ravel()
     return grid
@@ -119,10 +122,10 @@ def domain_bounds(frame: Frame) -> tuple[float, ...]:
 
 # ------------------------------------------------------------------ surfaces
 def _label_surface(frame: Frame, mask: np.ndarray, iterations: int = 16) -> pv.PolyData | None:
-    """Smoothed closed surface around a rendered-resolution boolean mask (None if empty)."""
+    """Smoothed closed surface around a surface-resolution boolean mask (None if empty)."""
     if not mask.any():
         return None
-    grid = voxel_grid(frame, {"m": mask.astype(np.uint8)})
+    grid = voxel_grid(frame, {"m": mask.astype(np.uint8)}, factor=frame.surface_factor)
     grid.set_active_scalars("m")
     surf = grid.contour_labels(smoothing=True, smoothing_iterations=iterations, output_mesh_type="triangles",
                                progress_bar=False) if _has_progress_kw() else \
@@ -153,12 +156,16 @@ def vessel_surfaces(frame: Frame, floor: float) -> dict[str, pv.PolyData]:
     else:
         lost = np.zeros_like(art)
     out: dict[str, pv.PolyData] = {}
-    red = frame.reduce_mask
+    fs = frame.surface_factor
+
+    def red(m):
+        return frame.reduce_mask(m, fs)
+
     parts = {"arteriole": red(art & ~lost), "sinusoid": red(sin & ~lost), "lost": red(lost)}
     ext = None
     if integ is not None:
         vessel = art | sin
-        ri = block_reduce(integ, frame.factor, "wmean", weights=vessel)
+        ri = block_reduce(integ, fs, "wmean", weights=vessel)
         rv = red(vessel)
         num = ndimage.uniform_filter(np.where(rv, ri, 0.0).astype(np.float32), size=3, mode="nearest")
         den = ndimage.uniform_filter(rv.astype(np.float32), size=3, mode="nearest")
@@ -168,14 +175,14 @@ def vessel_surfaces(frame: Frame, floor: float) -> dict[str, pv.PolyData]:
         if surf is None:
             continue
         if ext is not None and name != "lost":
-            probe = voxel_grid(frame, {"integrity": ext})
+            probe = voxel_grid(frame, {"integrity": ext}, factor=fs)
             surf = surf.sample(probe)
         out[name] = surf
     return out
 
 
 def bone_surface(frame: Frame) -> pv.PolyData | None:
-    return _label_surface(frame, frame.reduce_mask(frame.tissue == codes.BONE), iterations=24)
+    return _label_surface(frame, frame.reduce_mask(frame.tissue == codes.BONE, frame.surface_factor), iterations=24)
 
 
 # ------------------------------------------------------------------ planes
@@ -248,8 +255,8 @@ def vessel_outlines(frame: Frame, spec: SliceSpec) -> dict[str, pv.PolyData]:
         img.point_data["m"] = np.pad(mask, 0).ravel()
         lines = img.contour([0.5], scalars="m")
         if lines.n_points:
-            # lift the lines off the plane, towards the viewer of the planar camera
-            lines.points[:, 2 - ax] += 0.6 * h
+            # lift the lines off the plane towards the cameras (they sit at +x, -y and +z)
+            lines.points[:, 2 - ax] += (-0.6 if spec.axis == "y" else 0.6) * h
             out[name] = lines
     return out
 
@@ -292,7 +299,7 @@ def build_scene(plotter: pv.Plotter, frame: Frame, info: RunInfo, show: str, *,
     elif show == "cells":
         _add_cells(plotter, scene, frame, slices, size)
         if not slices:
-            _add_vessels(plotter, scene, frame, info, "context", slices, sinusoid_color="#8C8C8C")
+            _add_vessels(plotter, scene, frame, info, "context", slices, sinusoid_color="#B4B4B4")
             _add_bone(plotter, scene, frame, slices, opacity=0.12)
     elif show == "niches":
         _add_niches(plotter, scene, frame, slices)
@@ -343,13 +350,16 @@ def _add_field(plotter, scene, frame, info, name, slices, size, clim) -> None:
     scene.scalar_bars.append(scale.title)
     if slices:
         vals = np.where(live, vals, np.nan).astype(np.float32)
+        solid_shown = False
         for i, spec in enumerate(slices):
             plane = slice_grid(frame, vals, spec, scale.title)
+            solid_shown |= bool(np.isnan(plane.cell_data[scale.title]).any())
             scene.add("field", plotter.add_mesh(plane, scalars=scale.title, cmap=scale.cmap, clim=scale.clim,
                                                 nan_color=style.BONE_COLOR, show_scalar_bar=(i == 0),
                                                 scalar_bar_args=bar, lighting=False))
             _add_outlines(plotter, scene, frame, spec, size)
-        scene.legend.append(("bone", style.BONE_COLOR, "rectangle"))
+        if solid_shown:
+            scene.legend.append(("bone", style.BONE_COLOR, "rectangle"))
         return
     vals = np.where(live, vals, np.float32(scale.clear_value))
     grid = voxel_grid(frame, {scale.title: vals})
@@ -393,10 +403,10 @@ def _add_vessels(plotter, scene, frame, info, mode, slices, size=(1600, 1200),
         surfs = {k: v for k, v in surfs.items() if v.n_points}
     look = {
         # mode: (arteriole opacity, sinusoid opacity, lost opacity)
-        "context": (0.9, 0.04, 0.35),
-        "faint": (0.45, 0.04, 0.25),
-        "class": (1.0, 0.22, 0.45),
-        "integrity": (1.0, 0.22, 0.45),
+        "context": (0.9, 0.04, 0.5),
+        "faint": (0.45, 0.04, 0.3),
+        "class": (1.0, 0.14, 0.6),
+        "integrity": (1.0, 0.07, 0.6),
     }[mode]
     if mode == "integrity":
         scale = style.field_scale("integrity")
@@ -409,8 +419,9 @@ def _add_vessels(plotter, scene, frame, info, mode, slices, size=(1600, 1200),
                                                       scalar_bar_args=bar))
                 first = False
         scene.scalar_bars.append(scale.title)
-        scene.legend += [("arteriole (opaque)", style.ARTERIOLE_COLOR, "circle"),
-                         ("sinusoid (translucent)", style.SINUSOID_COLOR, "circle")]
+        scene.legend += [("opaque: arterioles", "#000000", "none"),
+                         ("translucent: sinusoids", "#000000", "none"),
+                         ("colour: integrity (right)", "#000000", "none")]
     else:
         if "arteriole" in surfs:
             scene.add("vessels", plotter.add_mesh(surfs["arteriole"], color=style.ARTERIOLE_COLOR, opacity=look[0],
@@ -421,9 +432,8 @@ def _add_vessels(plotter, scene, frame, info, mode, slices, size=(1600, 1200),
                                                   smooth_shading=True, specular=0.2))
             scene.legend.append(("sinusoid", sinusoid_color, "circle"))
     if "lost" in surfs:
-        scene.add("vessels", plotter.add_mesh(surfs["lost"], color=style.LOST_COLOR, opacity=look[2], style="wireframe"
-                                              if mode in ("class", "integrity") else "surface", line_width=1.0,
-                                              smooth_shading=True))
+        scene.add("vessels", plotter.add_mesh(surfs["lost"], color=style.LOST_COLOR, opacity=look[2],
+                                              smooth_shading=True, specular=0.0))
         scene.legend.append((f"lost vessel (integrity < {info.integrity_floor:g})", style.LOST_COLOR, "circle"))
 
 
@@ -454,7 +464,7 @@ def _add_cells(plotter, scene, frame, slices, size) -> None:
         if cat.any():
             scene.add("cells", _add_categorical_volume(plotter, frame, cat, ["#FFFFFF", style.CELL_COLORS[codes.PROGENITOR],
                                                                               style.CELL_COLORS[codes.BLAST]],
-                                                       [0.0, 0.006, 0.35]))
+                                                       [0.0, 0.006, 0.22]))
         # rare stem cells as spheres, at full resolution
         r = _glyph_radius(frame, 1 / 70)
         for code in (codes.HSC, codes.LSC):

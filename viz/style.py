@@ -63,7 +63,7 @@ NICHE_HOLDER_COLORS = {
 
 ARTERIOLE_COLOR = "#B2182B"
 SINUSOID_COLOR = "#2166AC"
-LOST_COLOR = "#8C8C8C"
+LOST_COLOR = "#505050"
 BONE_COLOR = "#D9C7A0"
 BACKGROUND = "white"
 TEXT_COLOR = "#202020"
@@ -130,7 +130,7 @@ def field_scale(name: str, *, drug_peak_uM: float | None = None, signal_k_su: fl
         s = FieldScale(name, f"{name} (µM)", (0.0, top), "plasma" if name == "cytarabine" else "cividis",
                        opacity=(0.0, 0.004, 0.012, 0.03, 0.07, 0.15))
     elif name == "integrity":
-        s = FieldScale("integrity", "integrity (1 = intact)", (0.0, 1.0), "RdYlBu", opacity=(1.0, 1.0))
+        s = FieldScale("integrity", "integrity (1 = intact)", (0.0, 1.0), "viridis", opacity=(1.0, 1.0))
     else:  # pragma: no cover - callers validate names
         raise KeyError(name)
     if clim is not None:

@@ -98,6 +98,8 @@ def register(app: typer.Typer) -> None:
 
         def progress(k: int, total: int) -> None:  # the bar starts with the first frame (after validation)
             nonlocal task
+            if not console.is_terminal:
+                return
             if task is None:
                 bar.start()
                 task = bar.add_task(f"rendering {target.name}", total=total)
