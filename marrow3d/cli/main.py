@@ -187,6 +187,9 @@ from .viz_cmd import register as _register_viz  # noqa: E402
 _register_viz(app)
 
 
+from .sweep_cmd import register as _register_sweep; _register_sweep(app)  # noqa: E402, E702
+
+
 def main() -> None:  # pragma: no cover - console-script shim
     app()
 
