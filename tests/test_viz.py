@@ -279,6 +279,19 @@ def test_render_errors_are_one_line(gl, cli, run_dir, tmp_path, args, message):
     assert res.output.strip().count("\n") == 0, res.output  # one line, no traceback
 
 
+@pytest.mark.parametrize("command", ["render", "movie", "view", "plot"])
+def test_commands_have_help_with_an_example(cli, command):
+    res = cli(command, "--help")
+    assert res.exit_code == 0 and "Example" in res.output and f"marrow3d {command}" in res.output
+
+
+def test_commands_are_registered_on_the_main_app():
+    from marrow3d.cli.main import app
+
+    names = {c.name or c.callback.__name__ for c in app.registered_commands}
+    assert {"render", "movie", "view", "plot"} <= names
+
+
 def test_missing_run_is_one_line_error(cli, tmp_path):
     for cmd in (["render", tmp_path / "nope"], ["movie", tmp_path / "nope"], ["plot", tmp_path / "nope"]):
         res = cli(*cmd)
