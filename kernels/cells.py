@@ -62,7 +62,7 @@ from .cells_metrics import (
 )
 from .cells_params import SP, TP, pack_params
 from .cells_placement import home_hsc, seed_initial
-from .cells_rules import division_rate, drug_kill_rate, event_probability, hif_response
+from .cells_rules import division_rate, drug_kill_rate, emax, event_probability, hif_response
 from .codes import (
     ARTERIOLE,
     BLAST,
@@ -288,7 +288,7 @@ class CellLattice:
         self._events(tissue, oxygen, ara, dnr, has_ara, has_dnr, dt_hours, release_multiplier,
                      k0, k1, s)
         self.claim.fill(0)
-        self._divide_claim(tissue, niche, oxygen, dt_hours, k0, k1, s)
+        self._divide_claim(tissue, niche, oxygen, ara, has_ara, dt_hours, k0, k1, s)
         self._divide_apply(niche)
         self.claim.fill(0)
         self._walk_claim(tissue, niche, dt_hours, k0, k1, s)
@@ -515,6 +515,8 @@ class CellLattice:
         tissue: ti.template(),
         niche: ti.template(),
         oxygen: ti.template(),
+        ara: ti.template(),
+        has_ara: ti.i32,
         dt: ti.f32,
         k0: ti.u32,
         k1: ti.u32,
@@ -526,6 +528,11 @@ class CellLattice:
                 lodged = (ti.cast(self.flags[I], ti.i32) & LODGED) != 0
                 p_o2 = ti.cast(oxygen[I], ti.f32)
                 r = self._rdiv(c, self._hif(p_o2), lodged, self.generation[I])
+                if has_ara != 0:
+                    # S-phase arrest: cytarabine stalls DNA synthesis, so fewer cells divide.
+                    r *= 1.0 - self.sparams[ti.static(SP["cytarabine_division_arrest"])] * emax(
+                        ti.cast(ara[I], ti.f32), self.sparams[ti.static(SP["cytarabine_ec50_uM"])]
+                    )
                 idx = self.linear_index(I)
                 w = philox_counter(k0, k1, idx, step_no, _P_DIVISION, 0)
                 if r > 0.0 and uniform_from_u32(w[0]) < event_probability(r, dt):

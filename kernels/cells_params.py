@@ -47,6 +47,7 @@ SCALAR_PARAMS = {
     "cycle_hours": "active cycle time Tc: cycling fraction f_c = min(1, r_div * Tc)",
     "cytarabine_kmax_per_hour": "maximal cytarabine kill rate of S-phase cells",
     "cytarabine_ec50_uM": "cytarabine concentration of half-maximal kill",
+    "cytarabine_division_arrest": "largest fraction of divisions blocked by cytarabine (S-phase arrest), x C/(EC50+C)",
     "daunorubicin_kmax_per_hour": "maximal daunorubicin kill rate of cycling cells",
     "daunorubicin_ec50_uM": "daunorubicin concentration of half-maximal kill",
     "lodged_drug_protection": "fraction of the drug kill rate removed for lodged cells",

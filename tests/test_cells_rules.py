@@ -556,7 +556,7 @@ def test_cells_config_validation():
 
     cfg = CellsConfig()
     assert cfg.fate.lsc_self_renewal_probability > cfg.fate.hsc_self_renewal_probability
-    assert cfg.kernel_params()["division_rate_per_hour"]["blast"] == pytest.approx(1 / 48)
+    assert cfg.kernel_params()["division_rate_per_hour"]["blast"] == pytest.approx(1 / cfg.division.blast_cycle_time_hours)
     assert cfg.kernel_params()["niche_release_rate_per_hour"] == pytest.approx(0.02 / 24)
     with pytest.raises(ValidationError):
         CellsConfig.model_validate({"fate": {"lsc_self_renewal_probability": 0.4}})
@@ -567,3 +567,28 @@ def test_cells_config_validation():
     for section in (cfg, cfg.division, cfg.fate, cfg.drugs, cfg.niche, cfg.egress, cfg.initial):
         for name, field in type(section).model_fields.items():
             assert field.description, f"{type(section).__name__}.{name} has no description"
+
+
+def test_cytarabine_arrests_division(env):
+    """With kill switched off, cytarabine scales the division rate by 1 - arrest C/(EC50 + C)."""
+    r, arrest, ec50, c = 0.5, 0.8, 0.1, 0.3
+    params = null_params(division_rate_per_hour={"progenitor": r}, cytarabine_division_arrest=arrest,
+                         cytarabine_ec50_uM=ec50)
+    cells = np.zeros(SHAPE, np.uint8)
+    cells[::3, ::3, ::3] = P
+    counts = {}
+    for label, ara in (("none", 0.0), ("ara", c)):
+        divided = mothers = 0
+        for _ in range(5):
+            idx = env.lat.step_index
+            setup(env, params=params, cells=cells, ara=ara)
+            env.lat.step_index = idx
+            step(env, drugs=True)
+            _, _, g = state(env)
+            mom = cells == P
+            mothers += int(mom.sum())
+            divided += int((g[mom] == 1).sum())
+        counts[label] = (divided, mothers)
+    rate = r * (1 - arrest * c / (ec50 + c))
+    assert within_binomial(*counts["ara"], event_probability_np(rate, 1.0))
+    assert within_binomial(*counts["none"], event_probability_np(r, 1.0))

@@ -150,6 +150,14 @@ class DrugKillConfig(Section):
     cytarabine_ec50_uM: float = Field(
         0.1, gt=0.0, le=1000.0, description="Ara-C half-maximal concentration (~0.1 uM; [7]; UNVERIFIED for blasts)."
     )
+    cytarabine_division_arrest: float = Field(
+        0.8,
+        ge=0.0,
+        le=1.0,
+        description="Largest fraction of divisions cytarabine blocks (ara-CTP halts DNA synthesis, so S-phase "
+        "cells stall rather than divide; SmPC mechanism), scaled by C/(EC50 + C). Assumption, calibrated so "
+        "7+3 cuts blasts by 2-3 logs (parameters.md 7).",
+    )
     daunorubicin_kmax_per_day: float = Field(
         1.5, ge=0.0, le=100.0, description="Maximal daunorubicin kill rate of cycling cells (assumption)."
     )
@@ -298,6 +306,7 @@ class CellsConfig(Section):
             "cycle_hours": dv.blast_cycle_time_hours,
             "cytarabine_kmax_per_hour": dr.cytarabine_kmax_per_day / day,
             "cytarabine_ec50_uM": dr.cytarabine_ec50_uM,
+            "cytarabine_division_arrest": dr.cytarabine_division_arrest,
             "daunorubicin_kmax_per_hour": dr.daunorubicin_kmax_per_day / day,
             "daunorubicin_ec50_uM": dr.daunorubicin_ec50_uM,
             "lodged_drug_protection": dr.lodged_protection_fraction,

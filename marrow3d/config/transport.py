@@ -64,8 +64,9 @@ class ExchangeConfig(Section):
     """
 
     leak: PerVesselClass = Field(
-        default_factory=lambda: PerVesselClass(arteriole=1.0, sinusoid=3.0),
-        description="Permeability gain as integrity falls (Passaro 2017: AML sinusoids x2-5 leakier; assumption).",
+        default_factory=lambda: PerVesselClass(arteriole=0.0, sinusoid=3.0),
+        description="Permeability gain as integrity falls. Sinusoids leak (Passaro 2017: AML sinusoids x2-5 "
+        "leakier; assumption); lost endosteal arterioles mainly lose perfusion (Duarte 2018), so their gain is 0.",
     )
 
 
@@ -112,8 +113,9 @@ class DrugConfig(Section):
         description="Linear uptake by cells of each type.",
     )
     exchange_per_min: PerVesselClass = Field(
-        default_factory=lambda: PerVesselClass(arteriole=2.0, sinusoid=20.0),
-        description="Extravasation rate of a healthy vessel voxel (tight arterioles, leaky sinusoids; Itkin 2016).",
+        default_factory=lambda: PerVesselClass(arteriole=10.0, sinusoid=20.0),
+        description="Extravasation rate of a healthy vessel voxel: arterioles are tighter than sinusoids (Itkin 2016) "
+        "but carry high flow, so they still deliver drug to the endosteum (assumption).",
     )
 
 

@@ -30,7 +30,7 @@ class VesselsConfig(Section):
     """``[vessels]``: integrity loss, regeneration and the functional floor."""
 
     arteriole_loss_rate_per_day: float = Field(
-        0.04,
+        0.08,
         ge=0.0,
         le=24.0,
         description="Arteriole integrity loss per day at saturating signal: ~50% in 2-3 weeks of high burden "
