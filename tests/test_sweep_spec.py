@@ -314,3 +314,21 @@ at_day = 0.125
     before = (done_dir / "status.json").stat().st_mtime_ns
     run_member(bad, done_dir)
     assert (done_dir / "status.json").stat().st_mtime_ns == before
+
+
+def test_a_member_process_that_dies_fails_that_member_with_the_reason(tmp_path, monkeypatch):
+    from marrow3d.sweep.status import read_status
+    from marrow3d.sweep.worker import run_member
+
+    plan = _plan(tmp_path, '[set]\n"run.days" = 0.25\n')
+    member = plan.members[0]
+    fake = tmp_path / "python"
+    fake.write_text("#!/bin/sh\necho 'Segmentation fault (core dumped)'\nkill -9 $$\n")
+    fake.chmod(0o755)
+    monkeypatch.setattr(sys, "executable", str(fake))
+    out = tmp_path / "members" / member["member_id"]
+    assert run_member(member, out) == str(out)
+    st = read_status(out)
+    assert st["status"] == "failed" and st["wall_s"] >= 0
+    assert st["error"] == ("the member process ended without a result (killed by SIGKILL (out of memory?)); "
+                           "last output: Segmentation fault (core dumped)")

@@ -4,9 +4,9 @@ A sweep is described by a TOML *spec* (:mod:`.spec`): a base configuration, the 
 to vary (cartesian grid, zipped lists, explicit points, Latin hypercube), the replicate
 seeds and, optionally, a branch day at which a shared prefix run per seed is forked into
 treatment arms. :mod:`.members` expands the spec into members, each a fully resolved and
-validated config; :func:`.worker.run_member` runs one member in a worker process (it owns
-the Taichi initialisation there); :mod:`.cluster` opens a local Dask cluster (or connects to
-a scheduler); :mod:`.driver` submits the members, tracks ``status.json`` files for
+validated config; :func:`.worker.run_member`, shipped to the worker processes, runs one
+member in a fresh process of its own (where Taichi is initialised); :mod:`.cluster` opens a
+local Dask cluster (or connects to a scheduler); :mod:`.driver` submits the members, tracks ``status.json`` files for
 resumption and writes the endpoint table of :mod:`.summary`; :mod:`.report` plots it.
 
 Nothing here imports Taichi in the process that drives the sweep.

@@ -7,7 +7,9 @@
   own ``CUDA_VISIBLE_DEVICES``, so Taichi's device 0 is that worker's GPU);
 * ``scheduler="tcp://host:port"``: connect to a scheduler started elsewhere (``dask
   scheduler`` and ``dask worker`` processes); its workers must be able to import marrow3d and
-  see the sweep folder at the same path (a shared file system).
+  see the sweep folder at the same path (a shared file system). A member already running on
+  such a worker when the sweep command is interrupted runs on to its end: let it finish (or
+  restart the workers) before resuming the sweep, or the two attempts share one folder.
 """
 
 from __future__ import annotations

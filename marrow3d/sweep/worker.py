@@ -1,12 +1,24 @@
-"""``run_member``: run one sweep member in the current (worker) process.
+"""``run_member``: run one sweep member, in a fresh process of its own.
 
-This is the one function a sweep ships to its workers (Dask processes started with the
-``spawn`` method: CUDA is not fork-safe). It is self-contained: it takes a member dict from
-:func:`marrow3d.sweep.members.expand` and the member's directory, initialises Taichi here for
-the member's backend, threads and precision (a fresh runtime per member frees the previous
-member's fields, and is faster than adding fields to a live runtime), runs the member and
-records the outcome in ``status.json``. It never raises for a failing member: the error goes
-into the status file so that the other members carry on.
+``run_member`` is the one function a sweep ships to its workers (Dask worker processes,
+started with the ``spawn`` method). It takes a member dict from
+:func:`marrow3d.sweep.members.expand` and the member's directory, and starts a new Python
+interpreter (``python -m marrow3d.sweep.worker DIR``: fork + exec, never a bare fork, so
+CUDA is safe) that initialises Taichi (:func:`marrow3d.backend.initialize`) for the member's
+backend, threads and precision, runs the member and writes ``status.json``. The worker
+process itself never initialises Taichi.
+
+Why a process per member: Taichi 1.7's runtime is process-global and does not survive being
+re-initialised many times in one process (after a handful of ``ti.init`` calls kernels fail to
+compile or the process segfaults), while reusing one runtime keeps every member's fields
+allocated until the process ends and ignores each member's thread count and precision. A
+fresh process frees everything, honours every member's settings, picks up the
+``CUDA_VISIBLE_DEVICES`` that dask-cuda gave the worker, and a crash (segfault, out of
+memory) fails that member only: the worker records it and takes the next one. The start-up
+cost is about 2 s of imports per member.
+
+``run_member`` never raises for a failing member: the error goes into the status file (one
+line; a traceback of an unexpected error into ``error.log``), so the other members carry on.
 """
 
 from __future__ import annotations
@@ -14,9 +26,13 @@ from __future__ import annotations
 import contextlib
 import datetime as _dt
 import io
+import json
 import logging
 import os
+import signal
 import socket
+import subprocess
+import sys
 import threading
 import time
 import traceback
@@ -25,13 +41,14 @@ from typing import Any
 
 from ..errors import Marrow3DError
 from .errors import SweepError
-from .status import is_done, read_status, reset_dir, write_status
+from .status import is_done, read_status, reset_dir, write_json_atomic, write_status
 
-__all__ = ["run_member"]
+__all__ = ["run_member", "run_member_here", "MEMBER_FILE"]
 
-# Taichi is process-global: members sharing a worker process (a worker started with several
-# threads) must take turns.
-_LOCK = threading.Lock()
+#: The member dict, written into the member's folder for the member process to read.
+MEMBER_FILE = "member.json"
+#: stdout and stderr of the member process (Taichi's banner, warnings, a crash's last words).
+OUTPUT_FILE = "process.log"
 
 
 def _now() -> str:
@@ -43,6 +60,100 @@ def _one_line(exc: BaseException) -> str:
     if isinstance(exc, Marrow3DError):
         return text or type(exc).__name__
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def _exit_reason(code: int) -> str:
+    if code < 0:
+        try:
+            name = signal.Signals(-code).name
+        except ValueError:
+            name = f"signal {-code}"
+        return f"killed by {name}" + (" (out of memory?)" if -code == signal.SIGKILL else "")
+    return f"exit status {code}"
+
+
+def _check_prefix(member: dict[str, Any]) -> None:
+    """An arm forks only from a finished prefix of the config it was planned with."""
+    pst = read_status(Path(member["prefix_dir"]))
+    if not pst or pst.get("status") != "done" or pst.get("fingerprint") != member.get("prefix_fingerprint"):
+        why = f": {pst['error']}" if pst and pst.get("error") else ""
+        raise SweepError(f"shared prefix {member['prefix_id']} did not finish{why}")
+
+
+def run_member(member: dict[str, Any], out_dir: str | os.PathLike, *depends_on: Any) -> str:
+    """Run one member into ``out_dir`` (a fresh process) and write ``out_dir/status.json``.
+
+    Parameters
+    ----------
+    member : dict
+        A member (or shared prefix) from :func:`marrow3d.sweep.members.expand`; arms also
+        carry ``prefix_dir`` (set by the driver).
+    out_dir : path
+        The member's run directory. A finished run of the same config there is kept as it is
+        (the call returns at once); anything else in it is removed first.
+    *depends_on
+        Ignored: results of tasks that must finish first (an arm's prefix), so that a task
+        scheduler orders them.
+
+    Returns
+    -------
+    str
+        ``out_dir``. Whether the member succeeded is in ``status.json`` (``done``, or
+        ``failed`` with a one-line ``error``), never raised.
+    """
+    out = Path(out_dir)
+    if is_done(out, member):
+        return str(out)
+    t0 = time.perf_counter()
+    record: dict[str, Any] = {
+        "member_id": member["member_id"],
+        "kind": member.get("kind", "run"),
+        "fingerprint": member.get("fingerprint"),
+        "host": socket.gethostname(),
+        "started": _now(),
+    }
+    reset_dir(out)
+    write_status(out, {**record, "status": "running"})
+    try:  # problems known before starting a process fail at once
+        if member.get("error"):
+            raise SweepError(member["error"])
+        if member.get("kind") == "arm":
+            _check_prefix(member)
+    except SweepError as exc:
+        write_status(out, {**record, "status": "failed", "error": str(exc), "finished": _now(),
+                           "wall_s": round(time.perf_counter() - t0, 3)})
+        return str(out)
+    write_json_atomic(out / MEMBER_FILE, member)
+    env = dict(os.environ)
+    # Taichi decides at import whether stdout is "wrapped" (a notebook) and then adds a
+    # print-buffer flush to every kernel launch; the member process's stdout is a file.
+    env.setdefault("TI_ENABLE_PYBUF", "0")
+    with open(out / OUTPUT_FILE, "wb") as log_fh:
+        proc = subprocess.Popen([sys.executable, "-m", "marrow3d.sweep.worker", str(out)], stdin=subprocess.DEVNULL,
+                                stdout=log_fh, stderr=subprocess.STDOUT, env=env)
+        try:
+            code = proc.wait()
+        finally:
+            if proc.poll() is None:  # this worker is going away: do not leave the member running
+                proc.kill()
+                proc.wait()
+    st = read_status(out) or {}
+    if st.get("status") not in ("done", "failed"):
+        tail = ""
+        with contextlib.suppress(OSError):
+            lines = [ln for ln in (out / OUTPUT_FILE).read_text(errors="replace").splitlines() if ln.strip()]
+            tail = f"; last output: {' '.join(lines[-1].split())[:300]}" if lines else ""
+        write_status(out, {**record, **st, "status": "failed",
+                           "error": f"the member process ended without a result ({_exit_reason(code)}){tail}",
+                           "finished": _now(), "wall_s": round(time.perf_counter() - t0, 3)})
+    else:
+        write_status(out, {**st, "wall_s": round(time.perf_counter() - t0, 3)})
+    return str(out)
+
+
+# --------------------------------------------------------------------------------------------
+# The member process
+# --------------------------------------------------------------------------------------------
 
 
 @contextlib.contextmanager
@@ -71,51 +182,39 @@ def _checkpoint_time_h(run_dir: Path) -> float:
         return float(h5["meta"].attrs["time_h"])
 
 
-def run_member(member: dict[str, Any], out_dir: str | os.PathLike, *depends_on: Any) -> str:
-    """Run one member into ``out_dir`` and write ``out_dir/status.json``; return ``out_dir``.
+def _cpu_seconds() -> float:
+    import resource
 
-    Parameters
-    ----------
-    member : dict
-        A member (or shared prefix) from :func:`marrow3d.sweep.members.expand`; arms also
-        carry ``prefix_dir`` (set by the driver).
-    out_dir : path
-        The member's run directory. A finished run of the same config there is kept as it is
-        (the call returns at once); anything else in it is removed first.
-    *depends_on
-        Ignored: results of tasks that must finish first (an arm's prefix), so that a task
-        scheduler orders them.
+    ru = resource.getrusage(resource.RUSAGE_SELF)
+    return ru.ru_utime + ru.ru_stime
 
-    Returns
-    -------
-    str
-        ``out_dir``. Whether the member succeeded is in ``status.json`` (``done`` or
-        ``failed`` with a one-line ``error``; tracebacks of unexpected errors go to
-        ``error.log``), never raised.
+
+def _watch_parent() -> None:
+    """End this process if the worker that started it dies (it would wait for nobody)."""
+    parent = os.getppid()
+
+    def watch() -> None:
+        while True:
+            time.sleep(2.0)
+            if os.getppid() != parent:
+                os._exit(3)
+
+    threading.Thread(target=watch, name="marrow3d-parent-watch", daemon=True).start()
+
+
+def run_member_here(member: dict[str, Any], out: Path) -> dict[str, Any]:
+    """Run ``member`` in this process (Taichi is initialised here) and write its final status.
+
+    This is the body of the member process; call it directly only in a process that has not
+    initialised Taichi yet (it is process-global).
     """
-    out = Path(out_dir)
-    if is_done(out, member):
-        return str(out)
-    with _LOCK:
-        return _run_locked(member, out)
-
-
-def _run_locked(member: dict[str, Any], out: Path) -> str:
     from ..config import config_from_toml_text
 
-    t0, cpu0 = time.perf_counter(), time.process_time()
+    t0 = time.perf_counter()
     mid = member["member_id"]
     kind = member.get("kind", "run")
-    record: dict[str, Any] = {
-        "member_id": mid,
-        "kind": kind,
-        "fingerprint": member.get("fingerprint"),
-        "host": socket.gethostname(),
-        "pid": os.getpid(),
-        "started": _now(),
-    }
-    reset_dir(out)
-    write_status(out, {**record, "status": "running"})
+    record = dict(read_status(out) or {})
+    record.update(member_id=mid, kind=kind, fingerprint=member.get("fingerprint"), pid=os.getpid())
     with _member_log(out / "member.log"):
         try:
             if member.get("error"):
@@ -143,19 +242,16 @@ def _run_locked(member: dict[str, Any], out: Path) -> str:
                 (out / "error.log").write_text(traceback.format_exc(), encoding="utf-8")
             logging.getLogger("marrow3d.sweep").error("member %s failed: %s", mid, record["error"])
     record["finished"] = _now()
-    record["wall_s"] = round(time.perf_counter() - t0, 3)
-    record["cpu_s"] = round(time.process_time() - cpu0, 3)  # all threads of this worker process
+    record["run_s"] = round(time.perf_counter() - t0, 3)
+    record["cpu_s"] = round(_cpu_seconds(), 3)  # every thread of the member process, imports included
     write_status(out, record)
-    return str(out)
+    return record
 
 
 def _init_backend(cfg):
-    """A fresh Taichi runtime for this member (Taichi's banner goes to member.log, not stdout)."""
+    """Initialise Taichi for this member (Taichi's banner goes to member.log)."""
     from ..backend import initialize
 
-    # Taichi decides at import whether sys.stdout is "wrapped" (a notebook) and, if so, adds a
-    # print-buffer flush to every kernel launch; the redirect below must not make it think so.
-    os.environ.setdefault("TI_ENABLE_PYBUF", "0")
     buf = io.StringIO()
     with contextlib.redirect_stdout(buf):
         info = initialize(cfg.run.backend, threads=cfg.run.threads, precision=cfg.run.precision)
@@ -172,9 +268,18 @@ def _run(member: dict[str, Any], cfg, out: Path):
     return run_simulation(cfg, out, progress=False)
 
 
-def _check_prefix(member: dict[str, Any]) -> None:
-    """An arm forks only from a finished prefix of the config it was planned with."""
-    pst = read_status(Path(member["prefix_dir"]))
-    if not pst or pst.get("status") != "done" or pst.get("fingerprint") != member.get("prefix_fingerprint"):
-        why = f": {pst['error']}" if pst and pst.get("error") else ""
-        raise SweepError(f"shared prefix {member['prefix_id']} did not finish{why}")
+def main(argv: list[str] | None = None) -> int:
+    """``python -m marrow3d.sweep.worker DIR``: run the member described by ``DIR/member.json``."""
+    args = sys.argv[1:] if argv is None else argv
+    if len(args) != 1:
+        print("usage: python -m marrow3d.sweep.worker MEMBER_DIR", file=sys.stderr)
+        return 2
+    out = Path(args[0])
+    _watch_parent()
+    member = json.loads((out / MEMBER_FILE).read_text(encoding="utf-8"))
+    record = run_member_here(member, out)
+    return 0 if record["status"] == "done" else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
