@@ -120,7 +120,8 @@ class SolveInfo:
         (plus ``u_old/dt`` for a backward Euler step). Dimensionless.
     field_relative_residual : float
         The same for the field as stored in its own dtype (float32 rounding adds ~1e-6 for
-        O2-like problems; equal to ``relative_residual`` in float64).
+        O2-like problems; equal to ``relative_residual`` in float64; NaN when the solve was
+        called with ``field_residual=False``).
     scale : float
         ``||s_eff||_2`` [u/min]. When it is 0 the answer is ``u = 0``, returned at once.
     message : str
@@ -161,25 +162,16 @@ def hierarchy_shapes(shape, coarse_max: int = 512):
 # ---------------------------------------------------------------------------------------------
 
 
-@ti.kernel
-def _smooth_first(b: ND1, inv_diag: ND1, e: ND1, color: ti.i32, nz: ti.i32, ny: ti.i32, nx: ti.i32):
-    """First half-sweep from a zero initial guess: e = b / diag on one colour (no neighbours)."""
-    sz = nx * ny
-    for z, y in ti.ndrange(nz, ny):
-        x0 = (z + y + color) & 1
-        base = sz + (z * ny + y) * nx + x0
-        for h in range((nx - x0 + 1) // 2):
-            p = base + 2 * h
-            e[p] = b[p] * inv_diag[p]
-
-
-@ti.kernel
-def _smooth(
-    b: ND1, inv_diag: ND1, gz: ND1, gy: ND1, gx: ND1, e: ND1, color: ti.i32, nz: ti.i32, ny: ti.i32, nx: ti.i32
+@ti.func
+def _gs_half_sweep(
+    b: ti.template(), inv_diag: ti.template(), gz: ti.template(), gy: ti.template(), gx: ti.template(),
+    e: ti.template(), color, nz, ny, nx, zero: ti.template(),
 ):
     """Gauss-Seidel half-sweep on one colour: e_p = (b_p + sum g e_q) / diag_p.
 
-    Inactive cells have inv_diag = 0 and stay 0; no branch in the loop.
+    ``zero`` (compile-time): the first half-sweep from a zero guess, e = b / diag (no
+    neighbours read). Inactive cells have inv_diag = 0 and stay 0; no branch in the loop.
+    A parallel loop: call at kernel top level.
     """
     sy = nx
     sz = nx * ny
@@ -188,20 +180,15 @@ def _smooth(
         base = sz + (z * ny + y) * nx + x0
         for h in range((nx - x0 + 1) // 2):
             p = base + 2 * h
-            e[p] = (b[p] + neighbor_sum(e, gz, gy, gx, p, sy, sz)) * inv_diag[p]
+            if ti.static(zero):
+                e[p] = b[p] * inv_diag[p]
+            else:
+                e[p] = (b[p] + neighbor_sum(e, gz, gy, gx, p, sy, sz)) * inv_diag[p]
 
 
-@ti.kernel
-def _prolong(
-    e: ND1, ec: ND1, color: ti.i32, nz: ti.i32, ny: ti.i32, nx: ti.i32,
-    cny: ti.i32, cnx: ti.i32, shz: ti.i32, shy: ti.i32, shx: ti.i32,
-):
-    """e += ec[parent] (piecewise-constant prolongation) on one colour only.
-
-    Only the colour that the next half-sweep *reads* needs the correction: that half-sweep
-    overwrites the other colour without reading its old value. ``sh*`` are the coarsening
-    shifts (0 or 1) per dimension.
-    """
+@ti.func
+def _prolong_loop(e: ti.template(), ec: ti.template(), color, nz, ny, nx, cny, cnx, shz, shy, shx):
+    """e += ec[parent] (piecewise-constant prolongation) on one colour only (top level)."""
     sz = nx * ny
     csz = cnx * cny
     for z, y in ti.ndrange(nz, ny):
@@ -213,17 +200,15 @@ def _prolong(
             e[base + x] += ec[cbase + (x >> shx)]
 
 
-@ti.kernel
-def _residual_restrict(
-    b: ND1, diag: ND1, inv_diag: ND1, gz: ND1, gy: ND1, gx: ND1, e: ND1, bc: ND1, color: ti.i32,
-    nz: ti.i32, ny: ti.i32, nx: ti.i32, cnz: ti.i32, cny: ti.i32, cnx: ti.i32,
-    fz: ti.i32, fy: ti.i32, shx: ti.i32,
+@ti.func
+def _restrict_loop(
+    b: ti.template(), diag: ti.template(), inv_diag: ti.template(), gz: ti.template(), gy: ti.template(),
+    gx: ti.template(), e: ti.template(), bc: ti.template(), color,
+    nz, ny, nx, cnz, cny, cnx, fz, fy, shx,
 ):
-    """Coarse right-hand side = sum over the children of the fine residual b - A e.
+    """bc = sum over the children of the fine residual b - A e, cells of ``color`` only (top level).
 
-    Called right after a Gauss-Seidel half-sweep on the other colour, whose residual is then
-    exactly 0: only cells of ``color`` are evaluated (half the work). One thread owns each
-    coarse row and walks its fine rows in order: no atomics, deterministic.
+    One thread owns each coarse row and walks its fine rows in order: no atomics.
     """
     sy = nx
     sz = nx * ny
@@ -247,6 +232,89 @@ def _residual_restrict(
                         res = ti.select(inv_diag[p] > 0, res, 0.0)
                         c = cbase + (x >> shx)
                         bc[c] = bc[c] + res  # plain load/store: this thread owns the row
+
+
+@ti.kernel
+def _smooth_first(b: ND1, inv_diag: ND1, e: ND1, color: ti.i32, nz: ti.i32, ny: ti.i32, nx: ti.i32):
+    """First half-sweep from a zero initial guess: e = b / diag on one colour (no neighbours)."""
+    _gs_half_sweep(b, inv_diag, e, e, e, e, color, nz, ny, nx, True)
+
+
+@ti.kernel
+def _smooth(
+    b: ND1, inv_diag: ND1, gz: ND1, gy: ND1, gx: ND1, e: ND1, color: ti.i32, nz: ti.i32, ny: ti.i32, nx: ti.i32
+):
+    """Gauss-Seidel half-sweep on one colour: e_p = (b_p + sum g e_q) / diag_p.
+
+    Inactive cells have inv_diag = 0 and stay 0; no branch in the loop.
+    """
+    _gs_half_sweep(b, inv_diag, gz, gy, gx, e, color, nz, ny, nx, False)
+
+
+@ti.kernel
+def _prolong(
+    e: ND1, ec: ND1, color: ti.i32, nz: ti.i32, ny: ti.i32, nx: ti.i32,
+    cny: ti.i32, cnx: ti.i32, shz: ti.i32, shy: ti.i32, shx: ti.i32,
+):
+    """e += ec[parent] (piecewise-constant prolongation) on one colour only.
+
+    Only the colour that the next half-sweep *reads* needs the correction: that half-sweep
+    overwrites the other colour without reading its old value. ``sh*`` are the coarsening
+    shifts (0 or 1) per dimension.
+    """
+    _prolong_loop(e, ec, color, nz, ny, nx, cny, cnx, shz, shy, shx)
+
+
+@ti.kernel
+def _residual_restrict(
+    b: ND1, diag: ND1, inv_diag: ND1, gz: ND1, gy: ND1, gx: ND1, e: ND1, bc: ND1, color: ti.i32,
+    nz: ti.i32, ny: ti.i32, nx: ti.i32, cnz: ti.i32, cny: ti.i32, cnx: ti.i32,
+    fz: ti.i32, fy: ti.i32, shx: ti.i32,
+):
+    """Coarse right-hand side = sum over the children of the fine residual b - A e.
+
+    Called right after a Gauss-Seidel half-sweep on the other colour, whose residual is then
+    exactly 0: only cells of ``color`` are evaluated (half the work). One thread owns each
+    coarse row and walks its fine rows in order: no atomics, deterministic.
+    """
+    _restrict_loop(b, diag, inv_diag, gz, gy, gx, e, bc, color, nz, ny, nx, cnz, cny, cnx, fz, fy, shx)
+
+
+# The two kernels one visit of a level launches (instead of 2 x sweeps + 2 one-loop kernels).
+# A Taichi kernel runs its top-level loops one after the other, each in parallel, so the
+# arithmetic and its order are exactly those of the one-loop kernels above; only the Python
+# launch overhead (about 60 us per launch with 6-8 ndarray arguments on the CPU, i.e. most of
+# the time of a level below 32^3) is paid once instead of 5 times.
+
+
+@ti.kernel
+def _presmooth_restrict(
+    b: ND1, diag: ND1, inv_diag: ND1, gz: ND1, gy: ND1, gx: ND1, e: ND1, bc: ND1,
+    nz: ti.i32, ny: ti.i32, nx: ti.i32, cnz: ti.i32, cny: ti.i32, cnx: ti.i32,
+    fz: ti.i32, fy: ti.i32, shx: ti.i32, zero_guess: ti.template(), sweeps: ti.template(),
+):
+    """Pre-smoothing ``sweeps`` x (red, black), then restriction of the red residuals to bc."""
+    _gs_half_sweep(b, inv_diag, gz, gy, gx, e, 0, nz, ny, nx, zero_guess)
+    _gs_half_sweep(b, inv_diag, gz, gy, gx, e, 1, nz, ny, nx, False)
+    for _ in ti.static(range(sweeps - 1)):
+        _gs_half_sweep(b, inv_diag, gz, gy, gx, e, 0, nz, ny, nx, False)
+        _gs_half_sweep(b, inv_diag, gz, gy, gx, e, 1, nz, ny, nx, False)
+    # black residuals are 0 after the black half-sweep: restrict the red ones only
+    _restrict_loop(b, diag, inv_diag, gz, gy, gx, e, bc, 0, nz, ny, nx, cnz, cny, cnx, fz, fy, shx)
+
+
+@ti.kernel
+def _prolong_postsmooth(
+    b: ND1, inv_diag: ND1, gz: ND1, gy: ND1, gx: ND1, e: ND1, ec: ND1,
+    nz: ti.i32, ny: ti.i32, nx: ti.i32, cny: ti.i32, cnx: ti.i32, shz: ti.i32, shy: ti.i32, shx: ti.i32,
+    sweeps: ti.template(),
+):
+    """Coarse correction of the red cells, then post-smoothing ``sweeps`` x (black, red)."""
+    # the black half-sweep reads red cells only: correct those, then sweep black, red
+    _prolong_loop(e, ec, 0, nz, ny, nx, cny, cnx, shz, shy, shx)
+    for _ in ti.static(range(sweeps)):
+        _gs_half_sweep(b, inv_diag, gz, gy, gx, e, 1, nz, ny, nx, False)
+        _gs_half_sweep(b, inv_diag, gz, gy, gx, e, 0, nz, ny, nx, False)
 
 
 @ti.kernel
@@ -534,6 +602,62 @@ def _cg_update(
 
 
 @ti.kernel
+def _cg_step(
+    r: ND1, z_: ND1, p_: ND1, q: ND1, dx: ND1, diag: ND1, gz: ND1, gy: ND1, gx: ND1,
+    part: ND1_F64, scal: ND1_F64, first: ti.i32, nz: ti.i32, ny: ti.i32, nx: ti.i32, dt: ti.template(),
+):
+    """One preconditioned CG iteration after the cycle (z = M^-1 r), in one launch.
+
+    ``_dot_rz``, ``_cg_direction``, ``transport.apply_operator`` and ``_cg_update`` in that
+    order, as consecutive top-level loops with the same arithmetic (bitwise the same result):
+    rz = r.z; p = z + beta p; q = J p, pq = p.q; dx += alpha p, r -= alpha q, rr = r.r.
+    """
+    sy = nx
+    sz = nx * ny
+    for z, y in ti.ndrange(nz, ny):
+        acc = ti.cast(0.0, ti.f64)
+        base = sz + (z * ny + y) * nx
+        for x in range(nx):
+            acc += ti.cast(r[base + x], ti.f64) * ti.cast(z_[base + x], ti.f64)
+        part[z * ny + y] = acc
+    ti.loop_config(serialize=True)
+    for _ in range(1):
+        scal[S_RZ_OLD] = scal[S_RZ]
+    finish_sum(part, nz * ny, 1, scal, S_RZ)
+    b64 = ti.cast(0.0, ti.f64)
+    if first == 0 and scal[S_RZ_OLD] != 0:
+        b64 = scal[S_RZ] / scal[S_RZ_OLD]
+    beta = ti.cast(b64, dt)
+    for i in range(sz, sz + nz * sz):
+        p_[i] = z_[i] + beta * p_[i]
+    for z, y in ti.ndrange(nz, ny):
+        dot = ti.cast(0.0, ti.f64)
+        base = sz + (z * ny + y) * nx
+        for x in range(nx):
+            i = base + x
+            qi = diag[i] * p_[i] - neighbor_sum(p_, gz, gy, gx, i, sy, sz)
+            q[i] = qi
+            dot += ti.cast(p_[i], ti.f64) * ti.cast(qi, ti.f64)
+        part[z * ny + y] = dot
+    finish_sum(part, nz * ny, 1, scal, S_PQ)
+    a64 = ti.cast(0.0, ti.f64)
+    if scal[S_PQ] > 0:  # a non-positive curvature means breakdown: take no step
+        a64 = scal[S_RZ] / scal[S_PQ]
+    alpha = ti.cast(a64, dt)
+    for z, y in ti.ndrange(nz, ny):
+        acc = ti.cast(0.0, ti.f64)
+        base = sz + (z * ny + y) * nx
+        for x in range(nx):
+            i = base + x
+            dx[i] += alpha * p_[i]
+            ri = r[i] - alpha * q[i]
+            r[i] = ri
+            acc += ti.cast(ri, ti.f64) * ti.cast(ri, ti.f64)
+        part[z * ny + y] = acc
+    finish_sum(part, nz * ny, 1, scal, S_RR)
+
+
+@ti.kernel
 def _newton_update(x64: ND1_F64, dx: ND1, D: ND1, n: ti.i32, pad: ti.i32):
     """x = max(x + dx, 0) on active voxels: the exact solution is >= 0."""
     for i in range(n):
@@ -614,6 +738,30 @@ def _dtype_of(u):
     return dt
 
 
+#: Extra elements at the end of every padded solver array. Arrays whose byte size is a
+#: multiple of 4 KiB (64^3 grids: (64+2)*64*64*4 bytes) all start at the same offset modulo
+#: 4 KiB, so a kernel that stores to one and loads from another at the same index suffers
+#: 4K aliasing and cache-set conflicts: ``_cg_update`` ran 2.6x slower per voxel at 64^3 than
+#: at 96^3 (benchmarks/suite.py, 1 thread). 32 unused elements shift each following
+#: allocation by 128-256 bytes. Kernels never read them.
+_STAGGER = 32
+
+
+def _alloc(dtype, size: int, keep: list | None = None):
+    """A zero-filled Taichi ndarray of ``size`` elements (+ ``_STAGGER`` unused ones).
+
+    With ``keep`` the array has exactly ``size`` elements (public arrays whose length is part
+    of the API) and a small spacer allocation, appended to ``keep``, staggers the next one.
+    """
+    if keep is None:
+        arr = ti.ndarray(dtype, shape=size + _STAGGER)
+    else:
+        arr = ti.ndarray(dtype, shape=size)
+        keep.append(ti.ndarray(dtype, shape=_STAGGER))
+    arr.fill(0)
+    return arr
+
+
 class _Level:
     """Arrays of one multigrid level (flat, padded C order)."""
 
@@ -623,12 +771,11 @@ class _Level:
         self.pad = shape[1] * shape[2]
         self.size = padded_size(shape)
         self.factor = factor  # to the next coarser level, or None
-        mk = lambda: ti.ndarray(dtype, shape=self.size)  # noqa: E731
+        # zero-filled: the padding planes must hold zeros (read by every stencil)
+        mk = lambda: _alloc(dtype, self.size)  # noqa: E731
         self.gz, self.gy, self.gx, self.diag, self.inv_diag = mk(), mk(), mk(), mk(), mk()
         self.b = b if b is not None else mk()
         self.e = e if e is not None else mk()
-        for arr in (self.gz, self.gy, self.gx, self.diag, self.inv_diag, self.b, self.e):
-            arr.fill(0)  # the padding planes must hold zeros (read by every stencil)
 
 
 @ti.data_oriented
@@ -656,6 +803,9 @@ class MultigridSolver:
         the largest, are solved on their own (two-level cycle per pocket) instead of by the
         grid hierarchy, which cannot represent them. Larger sealed regions own most of their
         coarse cells and stay in the hierarchy.
+    field_residual : bool
+        Default of :meth:`solve`'s ``field_residual``: whether every solve also reports the
+        residual of the float32-rounded field (one more residual pass). The model turns it off.
 
     Attributes
     ----------
@@ -676,6 +826,7 @@ class MultigridSolver:
     def __init__(
         self, shape, voxel_um: float, dtype=ti.f32, *,
         coarse_max: int = 512, smoothing_sweeps: int = 2, cycle: str = "F", pocket_max: int = 1000,
+        field_residual: bool = True,
     ):
         if len(shape) != 3 or min(shape) < 1:
             raise ValueError(f"shape must be 3 positive sizes, got {shape}")
@@ -688,6 +839,7 @@ class MultigridSolver:
         if cycle not in ("V", "W", "F"):
             raise ValueError(f"cycle must be 'V', 'W' or 'F', got {cycle!r}")
         self.cycle = cycle
+        self.field_residual = bool(field_residual)
         self.shape = tuple(int(n) for n in shape)
         self.n = int(np.prod(self.shape))
         self.voxel_um = float(voxel_um)
@@ -695,14 +847,11 @@ class MultigridSolver:
         self.smoothing_sweeps = int(smoothing_sweeps)
         self._pad = self.shape[1] * self.shape[2]
         size = padded_size(self.shape)
-        self.D, self.a, self.vmax, self.s = (ti.ndarray(dtype, shape=self.n) for _ in range(4))
-        for arr in (self.D, self.a, self.vmax, self.s):
-            arr.fill(0)
+        self._spacers: list = []  # see _alloc: staggers the exact-length coefficient arrays
+        self.D, self.a, self.vmax, self.s = (_alloc(dtype, self.n, self._spacers) for _ in range(4))
         # CG vectors (padded); r is the finest multigrid right-hand side and z its result
-        self.r, self.z, self.p, self.q, self.dx = (ti.ndarray(dtype, shape=size) for _ in range(5))
-        self.x64 = ti.ndarray(ti.f64, shape=size)
-        for arr in (self.r, self.z, self.p, self.q, self.dx, self.x64):
-            arr.fill(0)
+        self.r, self.z, self.p, self.q, self.dx = (_alloc(dtype, size) for _ in range(5))
+        self.x64 = _alloc(ti.f64, size)
         self._uold = None  # allocated by the first backward Euler step
         shapes, factors = hierarchy_shapes(self.shape, coarse_max)
         self.levels = [_Level(shapes[0], dtype, factors[0] if factors else None, b=self.r, e=self.z)]
@@ -847,18 +996,13 @@ class MultigridSolver:
                 )
             return
         g = (lev.gz, lev.gy, lev.gx)
-        if zero_guess:
-            _smooth_first(lev.b, lev.inv_diag, lev.e, 0, *lev.shape)
-        else:
-            _smooth(lev.b, lev.inv_diag, *g, lev.e, 0, *lev.shape)
-        _smooth(lev.b, lev.inv_diag, *g, lev.e, 1, *lev.shape)
-        for _ in range(self.smoothing_sweeps - 1):
-            _smooth(lev.b, lev.inv_diag, *g, lev.e, 0, *lev.shape)
-            _smooth(lev.b, lev.inv_diag, *g, lev.e, 1, *lev.shape)
         nxt = self.levels[level + 1]
         fz, fy, fx = lev.factor
-        # black residuals are 0 after the black half-sweep: restrict the red ones only
-        _residual_restrict(lev.b, lev.diag, lev.inv_diag, *g, lev.e, nxt.b, 0, *lev.shape, *nxt.shape, fz, fy, fx - 1)
+        sweeps = self.smoothing_sweeps
+        _presmooth_restrict(
+            lev.b, lev.diag, lev.inv_diag, *g, lev.e, nxt.b, *lev.shape, *nxt.shape, fz, fy, fx - 1,
+            bool(zero_guess), sweeps,
+        )
         if kind == "V":
             self._cycle(level + 1, "V", True)
         elif kind == "W":
@@ -867,13 +1011,10 @@ class MultigridSolver:
         else:
             self._cycle(level + 1, "F", True)
             self._cycle(level + 1, "V", False)
-        # the black half-sweep reads red cells only: correct those, then sweep black, red
-        _prolong(lev.e, nxt.e, 0, *lev.shape, nxt.shape[1], nxt.shape[2], fz - 1, fy - 1, fx - 1)
-        _smooth(lev.b, lev.inv_diag, *g, lev.e, 1, *lev.shape)
-        _smooth(lev.b, lev.inv_diag, *g, lev.e, 0, *lev.shape)
-        for _ in range(self.smoothing_sweeps - 1):
-            _smooth(lev.b, lev.inv_diag, *g, lev.e, 1, *lev.shape)
-            _smooth(lev.b, lev.inv_diag, *g, lev.e, 0, *lev.shape)
+        _prolong_postsmooth(
+            lev.b, lev.inv_diag, *g, lev.e, nxt.e, *lev.shape, nxt.shape[1], nxt.shape[2], fz - 1, fy - 1, fx - 1,
+            sweeps,
+        )
 
     def _scalars(self) -> np.ndarray:
         return self._scal.to_numpy()
@@ -895,7 +1036,6 @@ class MultigridSolver:
         """CG on J dx = r (r holds F) until ||r|| <= target; returns (iterations, ||r||)."""
         l0 = self.levels[0]
         shp = self.shape
-        lo, hi = self._pad, self._pad + self.n
         self.dx.fill(0)
         rnorm = math.inf
         it = 0
@@ -906,10 +1046,10 @@ class MultigridSolver:
                     self.r, self.z, l0.diag, l0.gz, l0.gy, l0.gx, self._pocket_idx, self._pocket_off,
                     self._n_pockets, POCKET_SWEEPS, *shp, self.dtype,
                 )
-            _dot_rz(self.r, self.z, self._part, self._scal, *shp)
-            _cg_direction(self.z, self.p, self._scal, 1 if it == 0 else 0, lo, hi, self.dtype)
-            apply_operator(self.p, self.q, l0.diag, l0.gz, l0.gy, l0.gx, self._part, self._scal, S_PQ, *shp)
-            _cg_update(self.dx, self.r, self.p, self.q, self._part, self._scal, *shp, self.dtype)
+            _cg_step(
+                self.r, self.z, self.p, self.q, self.dx, l0.diag, l0.gz, l0.gy, l0.gx, self._part, self._scal,
+                1 if it == 0 else 0, *shp, self.dtype,
+            )
             it += 1
             sc = self._scalars()
             rnorm = math.sqrt(max(sc[S_RR], 0.0))
@@ -933,7 +1073,10 @@ class MultigridSolver:
 
     # ------------------------------------------------------------------------------------ solve
 
-    def solve(self, u, km: float, tol: float = 1e-6, max_iterations: int = 200, max_newton: int = 50) -> SolveInfo:
+    def solve(
+        self, u, km: float, tol: float = 1e-6, max_iterations: int = 200, max_newton: int = 50, *,
+        field_residual: bool | None = None,
+    ) -> SolveInfo:
         """Solve the steady problem F(u) = 0 in place, warm-started from ``u``.
 
         Parameters
@@ -949,6 +1092,10 @@ class MultigridSolver:
             Cap on the total number of CG iterations (V-cycles).
         max_newton : int
             Cap on the number of Newton steps.
+        field_residual : bool, optional
+            Also evaluate ``SolveInfo.field_relative_residual`` (the residual of the field as
+            stored, in float32: one more residual pass). False leaves it NaN. Default: the
+            solver's ``field_residual`` attribute (constructor argument).
 
         Returns
         -------
@@ -956,10 +1103,11 @@ class MultigridSolver:
             ``converged=False`` (with the residual reached) when a cap was hit, the residual
             stagnated or became non-finite; ``u`` then holds the last iterate.
         """
-        return self._solve(u, km, 0.0, tol, max_iterations, max_newton)
+        return self._solve(u, km, 0.0, tol, max_iterations, max_newton, field_residual=field_residual)
 
     def backward_euler_step(
-        self, u, km: float, dt_min: float, tol: float = 1e-6, max_iterations: int = 200, max_newton: int = 50
+        self, u, km: float, dt_min: float, tol: float = 1e-6, max_iterations: int = 200, max_newton: int = 50, *,
+        field_residual: bool | None = None,
     ) -> SolveInfo:
         """One implicit Euler step of du/dt = F(u) over ``dt_min`` minutes, in place.
 
@@ -973,9 +1121,12 @@ class MultigridSolver:
             self._uold = ti.ndarray(self.dtype, shape=self.n)
         self._load(u)
         _copy_unpad(self.x64, self._uold, self.n, self._pad, self.dtype)
-        return self._solve(u, km, 1.0 / dt_min, tol, max_iterations, max_newton, loaded=True)
+        return self._solve(u, km, 1.0 / dt_min, tol, max_iterations, max_newton, loaded=True,
+                           field_residual=field_residual)
 
-    def _solve(self, u, km, inv_dt, tol, max_iterations, max_newton, loaded=False) -> SolveInfo:
+    def _solve(self, u, km, inv_dt, tol, max_iterations, max_newton, loaded=False, field_residual=None) -> SolveInfo:
+        if field_residual is None:
+            field_residual = self.field_residual
         if not tol > 0:
             raise ValueError(f"tol must be > 0, got {tol}")
         if not loaded:
@@ -984,6 +1135,7 @@ class MultigridSolver:
         info = SolveInfo(converged=False, iterations=0, newton_iterations=0)
         rho_prev = eta_prev = None
         stalled = 0
+        coarse_ready = False  # coarse levels built from the current Newton diagonal
         while True:
             rho, scale = self._residual(km, inv_dt)
             first = info.newton_iterations == 0
@@ -1039,7 +1191,14 @@ class MultigridSolver:
                 # u >> km (negative values, where u < km, are clamped and Newton takes over).
                 self._residual(km, inv_dt, zero_order=True)
                 eta = 0.1
-            self._prepare_coarse()
+            if self._nonlinear or not coarse_ready:
+                self._prepare_coarse()
+                coarse_ready = True
+            elif self._n_pockets:
+                # Linear problem: the Newton diagonal, hence every coarse level and the
+                # coarsest factor, is what the last step built (bitwise); only the finest
+                # inv_diag was rewritten by the residual kernel: mask the pockets again.
+                _mask_pockets(self.levels[0].inv_diag, self._pocket_idx, int(self._pocket_idx.shape[0]))
             its, _ = self._pcg(eta * rho, max_iterations - info.iterations)
             info.iterations += its
             _newton_update(self.x64, self.dx, self.D, self.n, self._pad)
@@ -1049,6 +1208,8 @@ class MultigridSolver:
         self._store(u)
         if self.dtype == ti.f64:
             info.field_relative_residual = info.relative_residual
+        elif not field_residual:
+            info.field_relative_residual = math.nan
         else:
             rho_f, _ = self._residual(km, inv_dt)
             info.field_relative_residual = rho_f / scale

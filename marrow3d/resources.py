@@ -1,7 +1,38 @@
-"""Memory footprint of a run, estimated before any allocation, and checked against the device.
+"""Memory footprint of a run, computed before any allocation, and checked against the device.
 
-The per-voxel byte counts below mirror the allocations of the model state and the solver
-workspace; ``tests/test_memory.py`` sums the real allocations and checks them against these.
+The byte counts are not a guess: they mirror, array by array, what a
+:class:`~marrow3d.model.MarrowModel` allocates, and ``tests/test_memory.py`` builds models
+and checks them against the sum of the real allocations (the per-voxel arrays of
+``model.prognostic_state()``, and every Taichi field and ndarray of the solver, the cell
+lattice and the model found by walking their attributes).
+
+Per voxel, float32 fields (the default), ``d`` dosed drugs (0, 1 or 2):
+
+=========================  ==========================================================  =====
+state (checkpointed)       tissue, niche, cells, flags, generation (uint8 each),        17+4d
+                           vessel integrity (f32), oxygen, signal, each drug (f32)
+cell-lattice workspace     niche_ok, intent (uint8), claim (uint32)                        6
+solver, finest level       coefficients D, a, vmax, s; CG vectors r(=b), z(=e), p, q,     64
+                           dx; face conductances gz, gy, gx; diag, inv_diag (f32 each);
+                           the float64 Newton iterate x64
+solver, coarse levels      7 arrays (b, e, gz, gy, gx, diag, inv_diag) on each level,    ~4
+                           1/8 the cells of the one above: 28 x (1/8 + 1/64 + ...)
+solver padding             one zero plane before and after every padded array         60/nz
+=========================  ==========================================================  =====
+
+So 17-25 bytes of state and about 74 of device workspace (f32), i.e. 91-99 bytes per voxel
+in all on the device: 1.3-1.4 GiB for the 14.5 million voxels of the femur, 12-13 GiB for
+512^3. ``precision = "float64"`` doubles every float array except the (already float64)
+Newton iterate: 25-41 bytes of state and about 136 of workspace.
+
+Besides, the host keeps the anatomy arrays the model was built from (tissue, niche uint8,
+integrity f32: 6 bytes) and the metric region masks (:class:`marrow3d.metrics.RegionMasks`:
+at most 5 bytes), counted in ``host_bytes``. On the CPU backend device and host are the
+same memory, so :func:`check_memory` adds them up there.
+
+Not counted (data-dependent, small): the index lists of sealed marrow pockets (4 bytes per
+pocket voxel, see ``kernels.multigrid``), the per-step readout copies (one field at a time)
+and the fixed-size parameter/counter tables (under :data:`SMALL_TABLES_BYTES`).
 """
 
 from __future__ import annotations
@@ -13,38 +44,132 @@ from dataclasses import dataclass
 
 from .errors import ConfigError
 
-__all__ = ["MemoryEstimate", "estimate_memory", "available_memory_bytes", "check_memory"]
+__all__ = [
+    "MemoryEstimate",
+    "estimate_memory",
+    "state_bytes_per_voxel",
+    "solver_workspace_bytes",
+    "available_memory_bytes",
+    "check_memory",
+    "SMALL_TABLES_BYTES",
+]
 
-#: Bytes per voxel of the prognostic model state (what a checkpoint must hold), float32 fields:
-#: tissue u8, niche u8, cells u8, flags u8, generation u8, integrity f32, oxygen f32,
-#: signal f32, cytarabine f32, daunorubicin f32.
-STATE_BYTES_PER_VOXEL_F32 = 5 * 1 + 5 * 4
-#: Solver workspace per voxel (float32): coefficients D, a, vmax, s; CG/MG vectors r, z, p, Ap;
-#: the coarse-level hierarchy adds at most 1/7 of the finest level. Plus one u32 claim field
-#: and the f64 exposure accumulators the cell step keeps per voxel are not used: exposure is summed.
-WORKSPACE_BYTES_PER_VOXEL_F32 = int(round((4 + 4) * 4 * (1 + 1 / 7))) + 4
+#: Upper bound of the fixed-size tables (cell parameters, counters, exposure sums, readout
+#: buffer, solver scalars): included once in ``workspace_bytes``.
+SMALL_TABLES_BYTES = 4096
+#: Extra elements at the end of every padded solver array (``kernels.multigrid._STAGGER``).
+_STAGGER = 32
+#: Coarsening stops at this many cells (``MultigridSolver`` default ``coarse_max``).
+_COARSE_MAX = 512
+#: uint8 per voxel of the lattice state (cells, flags, generation) and anatomy (tissue, niche).
+_U8_STATE = 5
+#: Lattice workspace per voxel: niche_ok u8, intent u8, claim u32.
+_LATTICE_WORKSPACE = 1 + 1 + 4
 
 
 @dataclass(frozen=True)
 class MemoryEstimate:
-    """Estimated bytes of a run of ``voxels`` voxels."""
+    """Bytes of a run of ``voxels`` voxels.
+
+    Attributes
+    ----------
+    voxels : int
+    state_bytes : int
+        The prognostic per-voxel state (on the device; what a checkpoint holds).
+    workspace_bytes : int
+        Every other device allocation: the transport solver and the lattice workspace.
+    host_bytes : int
+        Host-side arrays kept for the run (anatomy copy, metric region masks; upper bound).
+    """
 
     voxels: int
     state_bytes: int
     workspace_bytes: int
+    host_bytes: int = 0
+
+    @property
+    def device_bytes(self) -> int:
+        """State + workspace: what the compute device must hold."""
+        return self.state_bytes + self.workspace_bytes
 
     @property
     def total_bytes(self) -> int:
-        return self.state_bytes + self.workspace_bytes
+        """Device + host bytes (the whole run when both are the CPU's memory)."""
+        return self.device_bytes + self.host_bytes
+
+    def per_voxel(self) -> dict[str, float]:
+        """The same figures in bytes per voxel."""
+        n = max(self.voxels, 1)
+        return {"state": self.state_bytes / n, "workspace": self.workspace_bytes / n,
+                "host": self.host_bytes / n, "device": self.device_bytes / n}
 
 
-def estimate_memory(shape: tuple[int, int, int], precision: str = "float32") -> MemoryEstimate:
-    """Estimate the memory of the model state and solver workspace for a grid ``shape``."""
+def _float_bytes(precision: str) -> int:
+    if precision not in ("float32", "float64"):
+        raise ValueError(f"precision must be float32 or float64, got {precision!r}")
+    return 8 if precision == "float64" else 4
+
+
+def state_bytes_per_voxel(precision: str = "float32", drugs: int = 2) -> int:
+    """Bytes per voxel of the prognostic state with ``drugs`` dosed drug fields."""
+    f = _float_bytes(precision)
+    return _U8_STATE + 4 + f * (2 + int(drugs))  # integrity is always float32
+
+
+def _hierarchy_shapes(shape, coarse_max: int = _COARSE_MAX):
+    """Level shapes of ``kernels.multigrid.hierarchy_shapes`` (duplicated: no Taichi import)."""
+    shapes = [tuple(int(n) for n in shape)]
+    while shapes[-1][0] * shapes[-1][1] * shapes[-1][2] > coarse_max and max(shapes[-1]) > 1:
+        shapes.append(tuple((n + 1) // 2 if n > 1 else 1 for n in shapes[-1]))
+    return shapes
+
+
+def solver_workspace_bytes(shape, precision: str = "float32") -> int:
+    """Bytes of every array a ``MultigridSolver(shape)`` allocates (no sealed pockets)."""
+    f = _float_bytes(precision)
+    nz, ny, nx = (int(v) for v in shape)
+    n = nz * ny * nx
+    shapes = _hierarchy_shapes(shape)
+    padded = [(s[0] + 2) * s[1] * s[2] + _STAGGER for s in shapes]
+    total = 4 * (n + _STAGGER) * f  # D, a, vmax, s (+ their spacers)
+    total += 5 * padded[0] * f + padded[0] * 8  # r, z, p, q, dx; x64
+    total += 5 * padded[0] * f  # finest gz, gy, gx, diag, inv_diag (b, e are r, z)
+    total += sum(7 * p * f for p in padded[1:])
+    c = shapes[-1]
+    nc = c[0] * c[1] * c[2]
+    order = sorted(range(3), key=lambda d: c[d])  # band ordering as in MultigridSolver
+    strides = [0, 0, 0]
+    strides[order[0]] = 1
+    strides[order[1]] = c[order[0]]
+    strides[order[2]] = c[order[0]] * c[order[1]]
+    band = max(1, max(strides[d] for d in range(3) if c[d] > 1) if max(c) > 1 else 1)
+    total += nc * (band + 1) * 8 + nc * 8  # banded Cholesky factor and its work vector
+    total += max(4 * nz * ny, 4) * 8 + 10 * 8  # row partials, scalar registers
+    return total
+
+
+def estimate_memory(shape: tuple[int, int, int], precision: str = "float32", *, drugs: int = 2,
+                    diffusivity_map: bool = False) -> MemoryEstimate:
+    """Memory of the model state, device workspace and host copies for a grid ``shape``.
+
+    Parameters
+    ----------
+    shape : (nz, ny, nx)
+    precision : "float32" or "float64"
+        ``run.precision``.
+    drugs : int
+        Number of dosed drugs (each has a field); 2, the most, by default (a safe bound).
+    diffusivity_map : bool
+        Whether ``transport.oxygen.diffusivity_map`` is set (one more float field).
+    """
+    f = _float_bytes(precision)
     n = int(shape[0]) * int(shape[1]) * int(shape[2])
-    scale = 2 if precision == "float64" else 1
-    state = n * (5 + 5 * 4 * scale)
-    work = n * (WORKSPACE_BYTES_PER_VOXEL_F32 - 4) * scale + n * 4
-    return MemoryEstimate(voxels=n, state_bytes=state, workspace_bytes=work)
+    state = n * state_bytes_per_voxel(precision, drugs)
+    work = solver_workspace_bytes(shape, precision) + n * _LATTICE_WORKSPACE + SMALL_TABLES_BYTES
+    if diffusivity_map:
+        work += n * f
+    host = n * (2 + 4) + n * 5  # anatomy tissue/niche/integrity; region masks (upper bound)
+    return MemoryEstimate(voxels=n, state_bytes=state, workspace_bytes=work, host_bytes=host)
 
 
 def available_memory_bytes(device: str = "cpu") -> int | None:
@@ -73,25 +198,29 @@ def available_memory_bytes(device: str = "cpu") -> int | None:
     return None
 
 
-def check_memory(shape: tuple[int, int, int], precision: str, device: str) -> MemoryEstimate:
-    """Refuse a grid whose estimated memory exceeds what the device has free.
+def check_memory(shape: tuple[int, int, int], precision: str, device: str, *, drugs: int = 2) -> MemoryEstimate:
+    """Refuse a grid whose memory exceeds what the device has free, before any work starts.
+
+    On the CPU the device and host parts share the machine's memory and are added up; on a
+    GPU only the device part must fit in the GPU's free memory.
 
     Raises
     ------
     ConfigError
         Naming ``domain.shape_voxels``, the estimate and the free memory.
     """
-    est = estimate_memory(shape, precision)
+    est = estimate_memory(shape, precision, drugs=drugs)
     n = est.voxels
     if n >= 2**31:
         raise ConfigError(
             f"domain.shape_voxels = {list(shape)} has {n} voxels; one Taichi field holds at most "
             f"2^31-1 (about 1290^3): split the domain"
         )
+    need = est.total_bytes if device == "cpu" else est.device_bytes
     free = available_memory_bytes(device)
-    if free is not None and est.total_bytes > free:
+    if free is not None and need > free:
         raise ConfigError(
-            f"domain.shape_voxels = {list(shape)} needs about {est.total_bytes / 2**30:.1f} GiB "
+            f"domain.shape_voxels = {list(shape)} needs about {need / 2**30:.1f} GiB "
             f"but the {device} device has {free / 2**30:.1f} GiB free; use a smaller grid or a larger device"
         )
     return est

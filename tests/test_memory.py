@@ -1,0 +1,151 @@
+"""Memory per voxel: the estimate of marrow3d.resources against the real allocations.
+
+The model is built, then every Taichi field and ndarray reachable from it (model, transport
+solver and its levels, cell lattice, field solvers) is found by walking attributes, and its
+bytes are summed; the prognostic state is summed from ``model.prognostic_state()``. The
+estimate used to refuse grids before any work must equal those sums.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from marrow3d.config import load_config
+from marrow3d.errors import ConfigError
+from marrow3d.resources import (
+    SMALL_TABLES_BYTES,
+    _hierarchy_shapes,
+    check_memory,
+    estimate_memory,
+    state_bytes_per_voxel,
+)
+
+DRUG_EVENTS = {
+    0: [],
+    1: ['{agent="cytarabine", kind="infusion", start_day=0, duration_days=1, dose_mg_per_m2_per_day=100}'],
+    2: ['{agent="cytarabine", kind="infusion", start_day=0, duration_days=1, dose_mg_per_m2_per_day=100}',
+        '{agent="daunorubicin", kind="bolus", day=0, dose_mg_per_m2=60}'],
+}
+
+
+def _itemsize(dtype) -> int:
+    from marrow3d.kernels.ti_compat import ti
+
+    return np.dtype(ti.lang.util.to_numpy_type(dtype)).itemsize
+
+
+def taichi_allocations(root) -> dict[int, tuple[str, int]]:
+    """Every Taichi field / ndarray reachable from ``root``: id -> (path, bytes)."""
+    from marrow3d.kernels.cells import CellLattice
+    from marrow3d.kernels.multigrid import MultigridSolver, _Level
+    from marrow3d.kernels.ti_compat import ti
+    from marrow3d.model import MarrowModel
+    from marrow3d.transport import FieldSolver
+
+    walk_types = (MarrowModel, MultigridSolver, _Level, CellLattice, FieldSolver)
+    found: dict[int, tuple[str, int]] = {}
+    seen: set[int] = set()
+
+    def visit(obj, path):
+        if id(obj) in seen:
+            return
+        seen.add(id(obj))
+        if isinstance(obj, ti.Ndarray) or isinstance(obj, ti.Field):
+            found[id(obj)] = (path, int(np.prod(obj.shape)) * _itemsize(obj.dtype))
+        elif isinstance(obj, dict):
+            for k, v in obj.items():
+                visit(v, f"{path}[{k!r}]")
+        elif isinstance(obj, (list, tuple)):
+            for i, v in enumerate(obj):
+                visit(v, f"{path}[{i}]")
+        elif isinstance(obj, walk_types):
+            for k, v in vars(obj).items():
+                visit(v, f"{path}.{k}")
+
+    visit(root, "model")
+    return found
+
+
+def _model(shape, drugs: int, precision: str = "float32"):
+    from marrow3d.runner import make_model
+
+    sets = [f"domain.shape_voxels={list(shape)}", f'run.precision="{precision}"', "run.backend=\"cpu\""]
+    if DRUG_EVENTS[drugs]:
+        sets.append("therapy.events=[" + ", ".join(DRUG_EVENTS[drugs]) + "]")
+    return make_model(load_config(None, sets))
+
+
+def _state_arrays_bytes(state: dict, shape) -> int:
+    total = 0
+    for v in state.values():
+        if isinstance(v, dict):
+            total += _state_arrays_bytes(v, shape)
+        elif isinstance(v, np.ndarray) and v.shape == tuple(shape):
+            total += v.nbytes
+    return total
+
+
+@pytest.mark.parametrize(
+    "shape, drugs, precision",
+    [((16, 16, 16), 0, "float32"), ((13, 21, 30), 1, "float32"), ((24, 20, 18), 2, "float32"),
+     ((12, 10, 9), 2, "float64")],
+)
+def test_estimate_equals_the_real_allocations(taichi_backend, shape, drugs, precision):
+    model = _model(shape, drugs, precision)
+    assert len(model.drugs) == drugs
+    n = int(np.prod(shape))
+    est = estimate_memory(shape, precision, drugs=drugs)
+
+    # prognostic state: the per-voxel arrays a checkpoint holds
+    state = _state_arrays_bytes(model.prognostic_state(), shape)
+    assert state == est.state_bytes == n * state_bytes_per_voxel(precision, drugs)
+
+    # device: every Taichi allocation reachable from the model
+    allocs = taichi_allocations(model)
+    on_device_state = {id(model.tissue), id(model.niche), id(model.integrity), id(model.cells.cells),
+                       id(model.cells.flags), id(model.cells.generation), *(id(f) for f in model.fields.values())}
+    assert on_device_state <= set(allocs)
+    assert sum(allocs[i][1] for i in on_device_state) == est.state_bytes
+    pockets = sum(b for p, b in allocs.values() if "_pocket" in p)
+    assert pockets == 0  # generated box anatomies have one connected marrow space
+    work = {i: v for i, v in allocs.items() if i not in on_device_state}
+    # fixed-size tables: cell parameters, counters, exposure sums, readout buffer, and each
+    # field's packed coefficient table
+    tables = ("model.cells.auc", "model.cells.counters", "model.cells.readout_buffer",
+              "model.cells.sparams", "model.cells.tparams")
+    small = sum(b for p, b in work.values() if p in tables or p.endswith("._packed"))
+    assert small <= SMALL_TABLES_BYTES, sorted(work.values())
+    sized = sum(b for _, b in work.values()) - small
+    assert sized == est.workspace_bytes - SMALL_TABLES_BYTES, sorted(work.values())
+
+    # host: the anatomy copy and the metric region masks stay within the bound
+    anat = model.anatomy
+    host = anat.tissue.nbytes + anat.niche.nbytes + np.asarray(anat.integrity, np.float32).nbytes
+    host += model.regions.nbytes()
+    assert host <= est.host_bytes
+
+
+def test_state_per_voxel_is_at_most_32_bytes():
+    # float32 (the default), both drugs dosed: the largest state a run can have
+    assert state_bytes_per_voxel("float32", drugs=2) == 25 <= 32
+    assert state_bytes_per_voxel("float32", drugs=0) == 17
+    per = estimate_memory((128, 128, 128), "float32", drugs=2).per_voxel()
+    assert per["state"] == 25
+    assert 70 < per["workspace"] < 80  # solver ~68, lattice 6 (see marrow3d.resources)
+
+
+def test_hierarchy_shapes_match_the_solver():
+    from marrow3d.kernels.multigrid import hierarchy_shapes
+
+    for shape in [(1, 1, 1), (8, 8, 8), (9, 8, 8), (64, 64, 64), (1200, 110, 110), (3, 1, 700), (13, 21, 30)]:
+        assert _hierarchy_shapes(shape) == hierarchy_shapes(shape)[0]
+
+
+def test_grids_that_do_not_fit_are_refused_before_any_work():
+    with pytest.raises(ConfigError, match="shape_voxels"):
+        check_memory((1200, 1100, 1100), "float32", "cpu")  # ~150 GB
+    with pytest.raises(ConfigError, match="2\\^31"):
+        check_memory((2048, 1024, 1024), "float32", "cpu")
+    est = check_memory((32, 32, 32), "float32", "cpu")
+    assert est.voxels == 32**3
