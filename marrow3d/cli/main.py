@@ -188,6 +188,7 @@ _register_viz(app)
 
 
 from .sweep_cmd import register as _register_sweep; _register_sweep(app)  # noqa: E402, E702
+from .compare_cmd import register as _register_compare; _register_compare(app)  # noqa: E402, E702
 
 
 def main() -> None:  # pragma: no cover - console-script shim
