@@ -18,7 +18,9 @@ def register(app: typer.Typer) -> None:
     @app.command("sweep")
     @cli_errors
     def sweep(
-        spec: Path = typer.Argument(..., help="Sweep spec (TOML): base config, [vary], [replicates], [branch]."),
+        spec: Path = typer.Argument(
+            ..., help="Sweep spec (TOML): base config, the vary, replicates and branch tables."
+        ),
         out: Path = typer.Option(..., "--out", "-o", help="Sweep folder (rerun the command to resume)."),
         workers: Optional[int] = typer.Option(
             None, "--workers", "-w", help="Worker processes of the local cluster (default 2; with --gpus one per GPU)."
