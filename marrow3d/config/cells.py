@@ -4,18 +4,14 @@ Rates are per day or per hour as their names say; :meth:`CellsConfig.kernel_para
 them to the per-hour table the kernels read (``marrow3d.kernels.cells_params``). Sources cite
 ``parameters.md`` (section numbers in brackets); *assumption* marks our own choices.
 
-Calibration of the defaults (the values marked *calibrated*). Blasts divide every 48 h [3b]
-and a crowded leukemic daughter always displaces a neighbouring progenitor, so in a packed
-marrow a blast clone grows at ~0.5/day minus death (0.02/day) and egress: doubling ~1.5 days.
-Blasts and free stem cells also hop (swapping with progenitors), so a clone spreads instead of
-growing only at its surface. LSCs cycle at 25% of the blast rate (top of 10-25% [7]) and make
-a blast in 45% of divisions, which sets the lag before the blast expansion. Check (script in
-the cells issue report): a 24^3-voxel box (bone slab, sparse arteriole layer, sinusoid lines
-every 6 voxels, 24 niche slots), uniform 20 mmHg, 4 LSCs seeded: leukemic cells pass 80% of
-marrow cells on day 22-35 over 8 seeds (median 27.5), inside the MLL-AF9 window of 3-4 weeks
-[3b]; without LSCs the marrow stays at 99% cellularity and keeps 16-18 of 18 HSCs for 6
-weeks. Hypoxia slows leukemic division by up to 20%, and a larger box adds ~ln(size ratio)/0.45
-days, so the integrated model should re-check this with its real O2 field.
+Calibration of the defaults (the values marked *calibrated*), made in the integrated model
+with its solved O2 field (tests/test_calibration.py, docs/model.md section 9): blasts divide
+every 40 h (human median 48 h [3b]; the mouse MLL-AF9 leukemia is faster), a crowded leukemic
+daughter displaces a neighbouring progenitor, and blasts and free stem cells hop (swapping with
+progenitors) so a clone spreads instead of growing only at its surface. LSCs cycle at 50% of
+the blast rate and self-renew with probability 0.75, so the LSC pool expands and competes for
+niche slots. From 4 LSCs in the 32^3 test box, leukemic cells pass 80% of marrow cells on days
+22-25 (seeds 1-3), inside the MLL-AF9 window of 3-5 weeks [3b].
 """
 
 from __future__ import annotations

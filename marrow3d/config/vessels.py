@@ -33,8 +33,9 @@ class VesselsConfig(Section):
         0.08,
         ge=0.0,
         le=24.0,
-        description="Arteriole integrity loss per day at saturating signal: ~50% in 2-3 weeks of high burden "
-        "(parameters.md 7, UNVERIFIED; assumption).",
+        description="Arteriole integrity loss per day at saturating signal (parameters.md 7: free, e.g. ~50% "
+        "over 2-3 weeks of high burden; UNVERIFIED). Calibrated so endosteal arterioles fail before sinusoids "
+        "change and the self-reinforcing stage follows takeover (tests/test_calibration.py).",
     )
     sinusoid_loss_rate_per_day: float = Field(
         0.01,
