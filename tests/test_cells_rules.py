@@ -592,3 +592,17 @@ def test_cytarabine_arrests_division(env):
     rate = r * (1 - arrest * c / (ec50 + c))
     assert within_binomial(*counts["ara"], event_probability_np(rate, 1.0))
     assert within_binomial(*counts["none"], event_probability_np(r, 1.0))
+
+
+@pytest.mark.parametrize("multiplier", [1.0, 9.0])
+def test_cxcr4_multiplier_mobilises_blasts_to_blood(env, multiplier):
+    """Plerixafor's release multiplier also scales blast egress (Nervi 2009: x9 circulating blasts)."""
+    r, steps = 0.005, 12
+    tissue = np.zeros(SHAPE, np.uint8)
+    tissue[0] = codes.SINUSOID
+    cells = np.where(tissue == codes.MARROW, B, E).astype(np.uint8)
+    setup(env, params=null_params(blast_egress_rate_per_hour=r), cells=cells, tissue=tissue)
+    step(env, steps, release_multiplier=multiplier)
+    c, _, _ = state(env)
+    gone = 400 - int((c[1] == B).sum())
+    assert within_binomial(gone, 400, 1 - np.exp(-r * multiplier * steps))
