@@ -183,6 +183,10 @@ class CellLattice:
         fb.dense(ti.ij, (len(TP), N_CELL_TYPES)).place(self.tparams)
         self.sparams = ti.field(ti.f32)
         fb.dense(ti.i, len(SP)).place(self.sparams)
+        # Upper bounds of the per-step event probabilities (see _event_bounds): rows division
+        # (free, lodged), death (no drug, drug present); columns cell types.
+        self.pbound = ti.field(ti.f32)
+        fb.dense(ti.ij, (4, N_CELL_TYPES)).place(self.pbound)
         self.counters = ti.field(ti.i64)
         fb.dense(ti.ij, (len(COUNTER_NAMES), N_CELL_TYPES)).place(self.counters)
         self.auc = ti.field(ti.i64)
@@ -206,6 +210,8 @@ class CellLattice:
         tarr, sarr = pack_params(params)
         self.tparams.from_numpy(tarr)
         self.sparams.from_numpy(sarr)
+        self._params_np = (tarr, sarr)
+        self._bounds_dt = None  # recomputed by the next step
 
     def clear(self) -> None:
         """Empty the lattice and zero counters, exposure totals and the step index."""
@@ -281,6 +287,9 @@ class CellLattice:
         k0, k1 = self.key
         s = self.step_index & 0xFFFFFFFF
         self.update_niches(tissue, niche, integrity, integrity_floor)
+        if self._bounds_dt != dt_hours:
+            self.pbound.from_numpy(self._event_bounds(dt_hours))
+            self._bounds_dt = dt_hours
         has_ara, has_dnr = int(cytarabine is not None), int(daunorubicin is not None)
         # An absent drug is never read (flag 0); oxygen stands in so the template has a field.
         ara = oxygen if cytarabine is None else cytarabine
@@ -294,6 +303,31 @@ class CellLattice:
         self._walk_claim(tissue, niche, dt_hours, k0, k1, s)
         self._walk_apply(niche)
         self.step_index += 1
+
+    def _event_bounds(self, dt_hours: float) -> np.ndarray:
+        """Upper bounds of the division and death probabilities of a step, per cell type.
+
+        A cell's division rate is at most its base rate (x the lodged multiplier): hypoxia and
+        cytarabine arrest only lower it. Its death rate is at most base + severe-hypoxia rate
+        (+ both drugs' maximal kill rates when a drug is present). The kernels draw the cell's
+        uniform first and evaluate the exact probability (HIF ``pow``, ``exp``) only when the
+        uniform falls under the bound: the decisions are exactly those of the full
+        evaluation (the bound has a margin far above float32 rounding), at a fraction of the
+        cost, since few cells divide or die in one step.
+        """
+        tarr, sarr = (a.astype(np.float64) for a in self._params_np)
+
+        def bound(rate):
+            p = -np.expm1(-np.maximum(rate * dt_hours, 0.0))
+            return np.minimum(1.0, p * (1.0 + 1e-4) + 1e-6)
+
+        base = tarr[TP["division_rate_per_hour"]]
+        death = tarr[TP["death_rate_per_hour"]] + tarr[TP["severe_hypoxia_death_rate_per_hour"]]
+        drug = sarr[SP["cytarabine_kmax_per_hour"]] + sarr[SP["daunorubicin_kmax_per_hour"]]
+        mult = np.maximum(tarr[TP["lodged_division_multiplier"]], 1.0)
+        out = np.stack([bound(base), bound(base * mult), bound(death), bound(death + drug)])
+        out[out >= 1.0] = 2.0  # "no bound": every uniform in [0, 1) passes
+        return out.astype(np.float32)
 
     def update_niches(self, tissue, niche, integrity, integrity_floor: float) -> None:
         """Recompute which niche slots work and lodge/unlodge the stem cells on them."""
@@ -426,7 +460,6 @@ class CellLattice:
                 fl = ti.cast(self.flags[I], ti.i32)
                 lodged = (fl & LODGED) != 0
                 p_o2 = ti.cast(oxygen[I], ti.f32)
-                r_div = self._rdiv(c, self._hif(p_o2), lodged, self.generation[I])
                 c_ara = 0.0
                 c_dnr = 0.0
                 if has_ara:
@@ -452,25 +485,34 @@ class CellLattice:
                     self.auc[1, cat] += ea
                     self.auc[2, cat] += ed
 
-                r_drug = drug_kill_rate(
-                    r_div,
-                    c_ara,
-                    c_dnr,
-                    self.sparams[ti.static(SP["s_phase_hours"])],
-                    self.sparams[ti.static(SP["cycle_hours"])],
-                    self.sparams[ti.static(SP["cytarabine_kmax_per_hour"])],
-                    self.sparams[ti.static(SP["cytarabine_ec50_uM"])],
-                    self.sparams[ti.static(SP["daunorubicin_kmax_per_hour"])],
-                    self.sparams[ti.static(SP["daunorubicin_ec50_uM"])],
-                )
-                if lodged:
-                    r_drug *= 1.0 - self.sparams[ti.static(SP["lodged_drug_protection"])]
-                r_hyp = 0.0
-                if p_o2 < self.sparams[ti.static(SP["severe_hypoxia_threshold_mmHg"])]:
-                    r_hyp = self.tparams[ti.static(TP["severe_hypoxia_death_rate_per_hour"]), c]
-                r_tot = self.tparams[ti.static(TP["death_rate_per_hour"]), c] + r_hyp + r_drug
                 u = uniform4(k0, k1, self.linear_index(I), step_no, _P_EVENTS, 0)
-                p_die = event_probability(r_tot, dt)
+                # The exact death probability only where the uniform is under its bound
+                # (see _event_bounds); elsewhere the cell survives whatever it is.
+                drugs = has_ara != 0 or has_dnr != 0
+                p_die = 0.0
+                r_drug = 0.0
+                r_hyp = 0.0
+                r_tot = 0.0
+                if u[0] < self.pbound[2 + ti.cast(drugs, ti.i32), c]:
+                    if drugs:  # without a drug r_drug is exactly 0 and the HIF rate is not needed
+                        r_div = self._rdiv(c, self._hif(p_o2), lodged, self.generation[I])
+                        r_drug = drug_kill_rate(
+                            r_div,
+                            c_ara,
+                            c_dnr,
+                            self.sparams[ti.static(SP["s_phase_hours"])],
+                            self.sparams[ti.static(SP["cycle_hours"])],
+                            self.sparams[ti.static(SP["cytarabine_kmax_per_hour"])],
+                            self.sparams[ti.static(SP["cytarabine_ec50_uM"])],
+                            self.sparams[ti.static(SP["daunorubicin_kmax_per_hour"])],
+                            self.sparams[ti.static(SP["daunorubicin_ec50_uM"])],
+                        )
+                        if lodged:
+                            r_drug *= 1.0 - self.sparams[ti.static(SP["lodged_drug_protection"])]
+                    if p_o2 < self.sparams[ti.static(SP["severe_hypoxia_threshold_mmHg"])]:
+                        r_hyp = self.tparams[ti.static(TP["severe_hypoxia_death_rate_per_hour"]), c]
+                    r_tot = self.tparams[ti.static(TP["death_rate_per_hour"]), c] + r_hyp + r_drug
+                    p_die = event_probability(r_tot, dt)
                 if u[0] < p_die:
                     # One uniform decides death and its cause: [0, p*r_drug/r) is drug,
                     # the next r_hyp/r band hypoxia; the split is exact in expectation.
@@ -526,16 +568,21 @@ class CellLattice:
             c = ti.cast(self.cells[I], ti.i32)
             if c != EMPTY:
                 lodged = (ti.cast(self.flags[I], ti.i32) & LODGED) != 0
-                p_o2 = ti.cast(oxygen[I], ti.f32)
-                r = self._rdiv(c, self._hif(p_o2), lodged, self.generation[I])
-                if has_ara != 0:
-                    # S-phase arrest: cytarabine stalls DNA synthesis, so fewer cells divide.
-                    r *= 1.0 - self.sparams[ti.static(SP["cytarabine_division_arrest"])] * emax(
-                        ti.cast(ara[I], ti.f32), self.sparams[ti.static(SP["cytarabine_ec50_uM"])]
-                    )
                 idx = self.linear_index(I)
                 w = philox_counter(k0, k1, idx, step_no, _P_DIVISION, 0)
-                if r > 0.0 and uniform_from_u32(w[0]) < event_probability(r, dt):
+                u_div = uniform_from_u32(w[0])
+                divides = False
+                # The exact rate (HIF pow, exp) only under the bound (see _event_bounds).
+                if u_div < self.pbound[ti.cast(lodged, ti.i32), c]:
+                    p_o2 = ti.cast(oxygen[I], ti.f32)
+                    r = self._rdiv(c, self._hif(p_o2), lodged, self.generation[I])
+                    if has_ara != 0:
+                        # S-phase arrest: cytarabine stalls DNA synthesis, so fewer cells divide.
+                        r *= 1.0 - self.sparams[ti.static(SP["cytarabine_division_arrest"])] * emax(
+                            ti.cast(ara[I], ti.f32), self.sparams[ti.static(SP["cytarabine_ec50_uM"])]
+                        )
+                    divides = r > 0.0 and u_div < event_probability(r, dt)
+                if divides:
                     # Neighbour classes (bit d = direction d).
                     m_plain = 0  # empty non-niche marrow: any daughter
                     m_slot = 0  # empty working niche slot: stem daughters only

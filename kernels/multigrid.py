@@ -76,7 +76,6 @@ from .ti_compat import ti
 from .transport import (
     ND1,
     ND1_F64,
-    apply_operator,
     conductance_sum,
     face_conductances,
     finish_sum,

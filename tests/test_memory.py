@@ -113,7 +113,7 @@ def test_estimate_equals_the_real_allocations(taichi_backend, shape, drugs, prec
     # fixed-size tables: cell parameters, counters, exposure sums, readout buffer, and each
     # field's packed coefficient table
     tables = ("model.cells.auc", "model.cells.counters", "model.cells.readout_buffer",
-              "model.cells.sparams", "model.cells.tparams")
+              "model.cells.sparams", "model.cells.tparams", "model.cells.pbound")
     small = sum(b for p, b in work.values() if p in tables or p.endswith("._packed"))
     assert small <= SMALL_TABLES_BYTES, sorted(work.values())
     sized = sum(b for _, b in work.values()) - small

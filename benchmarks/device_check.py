@@ -1,0 +1,377 @@
+"""GPU acceptance check: one script, under 10 minutes on one NVIDIA GPU.
+
+Usage::
+
+    python benchmarks/device_check.py              # on the GPU machine (CUDA backend)
+    python benchmarks/device_check.py --dry-run    # here: CPU backend, small sizes, same code paths
+
+What it does, in order (each part prints as it finishes; one summary table and a JSON file,
+``benchmarks/results/device_check.json``, at the end):
+
+1. **backend**: initialises CUDA and fails loudly (exit 1) unless
+   ``marrow3d.kernels.ti_compat.current_arch_name() == "cuda"`` - Taichi falls back to the CPU
+   silently otherwise. Checked again at the end, after every kernel ran.
+2. **cross-check** of a 128^3 run (the default box anatomy, seed 1, ``--check-steps`` steps)
+   against the CPU: the CPU run happens in a subprocess (``ti.init`` is process-global) and
+   writes its state; the device run here is compared field by field. Fields (oxygen, signal,
+   vessel integrity) must agree to float32 tolerance: relative L2 difference <= 1e-4 and max
+   difference <= 1e-3 of the field's range (both runs converge to a relative residual of 1e-6,
+   so they differ by the solver tolerance, not by rounding alone). The integer cell state is
+   reported as identical, or else checked as statistically equal: cell counts per type within
+   2% + 3 cells, and under 1% of the marrow voxels different. Bitwise identity is not
+   expected on CUDA: it flushes denormals to zero and uses approximate ``exp``/``pow``/``sqrt``,
+   so a random draw that falls within an ulp of a probability threshold can flip a decision,
+   and a flipped cell changes its neighbours' later draws; the CPU results themselves are
+   bitwise identical for any thread count.
+3. **copy bandwidth** of the device: a Taichi copy kernel over two 1 GiB float32 ndarrays
+   (bytes read + written per second): the roofline the stencil timings are rated against.
+4. **kernel timings** at 256^3 and 512^3 (:mod:`benchmarks.suite`): smoothing sweep, cold
+   and warm O2 solve, cell step, full model step.
+5. **femur**: ``configs/femur.toml`` (1200 x 110 x 110 voxels) for ``--femur-days`` simulated
+   days: time per simulated day and the extrapolation to 28 days.
+
+``--dry-run`` runs all of it on the CPU backend at small sizes (cross-check 24^3 against a
+1-thread CPU subprocess, which must then be bitwise identical; timings at 32^3 and 40^3; a
+40 x 90 x 90 femur for 2 hours), so the script is known to work before GPU time is spent.
+``tests/test_device_check.py`` runs the dry mode.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as _dt
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:  # run as a script: make `benchmarks` importable
+    sys.path.insert(0, str(ROOT))
+
+RESULTS = ROOT / "benchmarks" / "results"
+FIELD_RTOL_L2 = 1e-4
+FIELD_MAX_FRACTION = 1e-3
+COUNT_RTOL, COUNT_ATOL = 0.02, 3
+CELL_DIFF_FRACTION = 0.01
+
+REAL = {"check_size": 128, "check_steps": 6, "sizes": [256, 512], "femur_shape": None, "femur_days": 2.0,
+        "copy_mib": 1024, "repeat": 3, "steps": 3}
+DRY = {"check_size": 24, "check_steps": 3, "sizes": [32, 40], "femur_shape": [40, 90, 90], "femur_days": 2 / 24,
+       "copy_mib": 64, "repeat": 2, "steps": 2}
+
+
+class CheckFailed(RuntimeError):
+    pass
+
+
+def log(msg: str) -> None:
+    print(msg, flush=True)
+
+
+# ------------------------------------------------------------------------------ state I/O
+def run_steps(n: int, steps: int, seed: int = 1) -> dict:
+    """Build the default box model at n^3 and take ``steps`` steps; return its state arrays."""
+    from benchmarks.suite import build_model, model_config
+
+    model, _ = build_model(model_config(n, extra=[f"run.seed={seed}"]))
+    for _ in range(steps):
+        model.time_step()
+    st = model.cells.get_state()
+    out = {
+        "oxygen": model.fields["oxygen"].to_numpy(),
+        "signal": model.fields["signal"].to_numpy(),
+        "integrity": model.integrity.to_numpy(),
+        "cells": st["cells"],
+        "flags": st["flags"],
+        "generation": st["generation"],
+        "tissue": model.tissue.to_numpy(),
+    }
+    for k, v in model.history_arrays().items():
+        out[f"history/{k}"] = v
+    return out
+
+
+def cpu_reference(args) -> int:
+    """Subprocess side of the cross-check: the same run on the CPU backend, saved to --out."""
+    from marrow3d.backend import initialize
+
+    initialize("cpu", threads=args.threads)
+    np.savez(args.out, **run_steps(args.size, args.steps))
+    return 0
+
+
+def compare_states(dev: dict, ref: dict) -> dict:
+    """Field and cell-state agreement of two runs (see the module docstring)."""
+    out: dict = {"fields": {}, "ok": True}
+    for name in ("oxygen", "signal", "integrity"):
+        a = dev[name].astype(np.float64)
+        b = ref[name].astype(np.float64)
+        scale = max(float(np.abs(b).max()), 1e-30)
+        l2 = float(np.linalg.norm(a - b) / max(np.linalg.norm(b), 1e-30))
+        mx = float(np.abs(a - b).max())
+        ok = bool(np.array_equal(a, b) or (l2 <= FIELD_RTOL_L2 and mx <= FIELD_MAX_FRACTION * scale))
+        out["fields"][name] = {"identical": bool(np.array_equal(a, b)), "rel_l2": l2, "max_abs": mx,
+                               "max_over_range": mx / scale, "ok": ok}
+        out["ok"] &= ok
+    cd, cr = dev["cells"], ref["cells"]
+    same = bool(np.array_equal(cd, cr) and np.array_equal(dev["flags"], ref["flags"])
+                and np.array_equal(dev["generation"], ref["generation"]))
+    marrow = int(np.count_nonzero(ref["tissue"] == 0))
+    diff = int(np.count_nonzero(cd != cr))
+    counts_d = np.bincount(cd.ravel(), minlength=5)[1:5]
+    counts_r = np.bincount(cr.ravel(), minlength=5)[1:5]
+    counts_ok = bool(np.all(np.abs(counts_d - counts_r) <= COUNT_RTOL * counts_r + COUNT_ATOL))
+    frac = diff / max(marrow, 1)
+    cells_ok = same or (counts_ok and frac <= CELL_DIFF_FRACTION)
+    out["cells"] = {"identical": same, "voxels_different": diff, "fraction_of_marrow": frac,
+                    "counts_device": counts_d.tolist(), "counts_cpu": counts_r.tolist(), "ok": bool(cells_ok)}
+    out["ok"] &= bool(cells_ok)
+    return out
+
+
+def cross_check(n: int, steps: int, dry: bool, tmp: Path) -> dict:
+    ref_path = tmp / "cpu_reference.npz"
+    cmd = [sys.executable, str(Path(__file__).resolve()), "--cpu-reference", "--size", str(n), "--steps", str(steps),
+           "--out", str(ref_path)]
+    if dry:
+        cmd += ["--threads", "1"]  # the device side runs 2+ threads: a thread-count check too
+    t0 = time.perf_counter()
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise CheckFailed(f"CPU reference run failed: {proc.stderr[-1500:]}")
+    t_cpu = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    dev = run_steps(n, steps)
+    t_dev = time.perf_counter() - t0
+    with np.load(ref_path) as z:
+        ref = {k: z[k] for k in z.files}
+    res = compare_states(dev, ref)
+    res.update(size=n, steps=steps, cpu_subprocess_s=t_cpu, device_s=t_dev)
+    identical = all(f["identical"] for f in res["fields"].values()) and res["cells"]["identical"]
+    if dry and not identical:
+        res["ok"] = False  # same backend, other thread count: must be bitwise identical
+        res["note"] = "dry run: CPU vs CPU must be bitwise identical"
+    return res
+
+
+# ------------------------------------------------------------------------------ timings
+def kernel_timings(n: int, repeat: int, steps: int, copy_gbps: float) -> dict:
+    from benchmarks.suite import ROOFLINE, build_model, model_config, model_step_times, solve_and_cell_times, sweep_time
+    from marrow3d.resources import estimate_memory
+
+    rec: dict = {"n": n, "memory_gib": estimate_memory((n, n, n), "float32", drugs=0).device_bytes / 2**30}
+    model, rec["build_s"] = build_model(model_config(n))
+    model.time_step()
+    sw = sweep_time(model, repeat)
+    sw["GBps_effective"] = ROOFLINE["rbgs_sweep"]["bytes"] * n**3 / sw["s"] / 1e9
+    sw["vs_copy"] = sw["GBps_effective"] / copy_gbps
+    rec["sweep"] = sw
+    rec.update(solve_and_cell_times(model, repeat))
+    rec["model_step"] = model_step_times(model, steps)
+    del model
+    return rec
+
+
+def femur_run(shape, days: float, backend: str) -> dict:
+    from benchmarks.suite import build_model
+    from marrow3d.config import load_config
+    from marrow3d.simulation import Simulation
+
+    sets = [f'run.backend="{backend}"']
+    if shape:
+        sets.append(f"domain.shape_voxels={list(shape)}")
+    cfg = load_config(ROOT / "configs" / "femur.toml", sets)
+    model, build_s = build_model(cfg)
+    Simulation(model, stop_iteration=1, progress=False).run()  # compile; the first step is not timed
+    t0_h = model.clock.time_h
+    t0 = time.perf_counter()
+    Simulation(model, stop_time_h=t0_h + days * 24.0, progress=False).run()
+    wall = time.perf_counter() - t0
+    sim_days = (model.clock.time_h - t0_h) / 24.0
+    per_day = wall / sim_days
+    return {"shape": list(model.shape), "voxels": int(np.prod(model.shape)), "build_s": build_s,
+            "simulated_days": sim_days, "steps": int(round(sim_days * 24 / model.clock.dt_h)), "wall_s": wall,
+            "s_per_simulated_day": per_day, "extrapolated_28_days_min": per_day * 28 / 60.0,
+            "iterations_last_step": dict(model.solve_iterations)}
+
+
+def gpu_name() -> str:
+    try:
+        out = subprocess.run(["nvidia-smi", "--query-gpu=name,driver_version,memory.total", "--format=csv,noheader"],
+                             capture_output=True, text=True, timeout=20).stdout.strip()
+        return out.splitlines()[0] if out else ""
+    except (OSError, subprocess.TimeoutExpired, IndexError):
+        return ""
+
+
+# ------------------------------------------------------------------------------ main
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--dry-run", action="store_true", help="CPU backend, small sizes, same code paths")
+    p.add_argument("--sizes", default=None, help="kernel-timing cube edges (default 256,512; dry 32,40)")
+    p.add_argument("--check-size", type=int, default=None, help="cross-check grid edge (default 128; dry 24)")
+    p.add_argument("--check-steps", type=int, default=None)
+    p.add_argument("--femur-days", type=float, default=None, help="simulated days of the femur run (default 2)")
+    p.add_argument("--skip-femur", action="store_true")
+    p.add_argument("--budget-s", type=float, default=540.0,
+                   help="skip the remaining timing sizes once this much wall time has passed (default 540)")
+    p.add_argument("--out", type=Path, default=None, help="JSON output (default benchmarks/results/device_check.json)")
+    # subprocess mode (the CPU side of the cross-check)
+    p.add_argument("--cpu-reference", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--size", type=int, default=24, help=argparse.SUPPRESS)
+    p.add_argument("--steps", type=int, default=3, help=argparse.SUPPRESS)
+    p.add_argument("--threads", type=int, default=None, help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    if args.cpu_reference:
+        return cpu_reference(args)
+
+    plan = dict(DRY if args.dry_run else REAL)
+    if args.sizes:
+        plan["sizes"] = [int(v) for v in args.sizes.split(",")]
+    if args.check_size:
+        plan["check_size"] = args.check_size
+    if args.check_steps:
+        plan["check_steps"] = args.check_steps
+    if args.femur_days:
+        plan["femur_days"] = args.femur_days
+    out_path = args.out or RESULTS / ("device_check_dry.json" if args.dry_run else "device_check.json")
+    backend = "cpu" if args.dry_run else "cuda"
+    start = time.perf_counter()
+
+    from benchmarks.suite import machine_info, numpy_copy_bandwidth, taichi_copy_bandwidth
+    from marrow3d.backend import initialize
+    from marrow3d.errors import BackendError
+    from marrow3d.kernels.ti_compat import current_arch_name
+
+    record: dict = {"benchmark": "device_check", "dry_run": args.dry_run, "plan": plan,
+                    "command": " ".join([Path(sys.argv[0]).name, *(argv if argv is not None else sys.argv[1:])]),
+                    "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+                    "load_before": os.getloadavg()[0], "checks": {}}
+    # 1. backend ---------------------------------------------------------------------------
+    try:
+        info = initialize(backend)
+    except BackendError as exc:
+        log(f"FAIL backend: {exc}")
+        return 1
+    arch = current_arch_name()
+    want = "cuda" if not args.dry_run else arch
+    if arch != want:
+        log(f"FAIL backend: Taichi runs on {arch!r}, not {want!r} (silent fallback)")
+        return 1
+    record["machine"] = machine_info(info)
+    record["machine"]["gpu"] = gpu_name() if not args.dry_run else ""
+    log(f"backend {arch} ({info.name}), {record['machine'].get('gpu') or record['machine']['cpu']}")
+    record["checks"]["backend"] = {"arch": arch, "ok": True}
+
+    import tempfile
+
+    ok = True
+    with tempfile.TemporaryDirectory() as tmp:
+        # 2. cross-check ---------------------------------------------------------------------
+        try:
+            cc = cross_check(plan["check_size"], plan["check_steps"], args.dry_run, Path(tmp))
+        except CheckFailed as exc:
+            cc = {"ok": False, "error": str(exc)}
+        record["checks"]["cross_check"] = cc
+        ok &= cc["ok"]
+        if "fields" in cc:
+            log(f"cross-check {cc['size']}^3 x {cc['steps']} steps vs CPU: {_fields_text(cc)}; cells "
+                f"{_cells_text(cc)} -> {'ok' if cc['ok'] else 'FAIL'}")
+        else:
+            log(f"cross-check FAIL: {cc.get('error')}")
+    # 3. bandwidth -----------------------------------------------------------------------------
+    bw = {"taichi_copy_GBps": taichi_copy_bandwidth(plan["copy_mib"], 5),
+          "host_numpy_copy_GBps": numpy_copy_bandwidth(min(plan["copy_mib"], 256), 3)}
+    record["bandwidth"] = bw
+    log(f"device copy {bw['taichi_copy_GBps']:.1f} GB/s (host numpy copy {bw['host_numpy_copy_GBps']:.1f} GB/s)")
+    # 4. kernel timings ------------------------------------------------------------------------
+    record["timings"] = []
+    for n in plan["sizes"]:
+        if time.perf_counter() - start > args.budget_s:
+            log(f"skipping {n}^3: time budget ({args.budget_s:.0f} s) spent")
+            record.setdefault("skipped", []).append(n)
+            continue
+        try:
+            t = kernel_timings(n, plan["repeat"], plan["steps"], bw["taichi_copy_GBps"])
+        except Exception as exc:  # e.g. out of device memory at 512^3: report, go on
+            t = {"n": n, "error": f"{type(exc).__name__}: {exc}"}
+        record["timings"].append(t)
+        if "error" in t:
+            log(f"{n}^3: {t['error']}")
+        else:
+            log(f"{n}^3: sweep {t['sweep']['s'] * 1e3:.2f} ms ({t['sweep']['vs_copy']:.2f} x copy), O2 cold "
+                f"{t['cold_solve']['s']:.3f} s, warm {t['warm_solve']['s']:.3f} s, cells {t['cell_step']['s']:.3f} s, "
+                f"model step {t['model_step']['s']:.3f} s")
+    # 5. femur ---------------------------------------------------------------------------------
+    if not args.skip_femur:
+        try:
+            fr = femur_run(plan["femur_shape"], plan["femur_days"], backend)
+        except Exception as exc:
+            fr = {"error": f"{type(exc).__name__}: {exc}"}
+        record["femur"] = fr
+        if "error" in fr:
+            log(f"femur: {fr['error']}")
+        else:
+            log(f"femur {'x'.join(map(str, fr['shape']))}: {fr['s_per_simulated_day']:.1f} s per simulated day "
+                f"-> 28 days in {fr['extrapolated_28_days_min']:.1f} min")
+    # the backend must still be the requested one after everything ran
+    arch_end = current_arch_name()
+    record["checks"]["backend_at_end"] = {"arch": arch_end, "ok": arch_end == arch}
+    ok &= arch_end == arch
+    record["ok"] = bool(ok)
+    record["wall_s"] = time.perf_counter() - start
+    record["load_after"] = os.getloadavg()[0]
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    out_path.write_text(json.dumps(record, indent=2, default=float))
+    summary(record)
+    log(f"wrote {out_path}")
+    return 0 if ok else 1
+
+
+def _fields_text(cc: dict) -> str:
+    parts = []
+    for k, v in cc["fields"].items():
+        parts.append(f"{k} identical" if v["identical"] else f"{k} rel L2 {v['rel_l2']:.1e}")
+    return ", ".join(parts)
+
+
+def _cells_text(cc: dict) -> str:
+    c = cc["cells"]
+    return "identical" if c["identical"] else f"{c['voxels_different']} voxels differ"
+
+
+def summary(record: dict) -> None:
+    m = record["machine"]
+    log("\n=== device check " + ("(dry run, CPU) " if record["dry_run"] else "") + f"{record['date']} ===")
+    log(f"device: {m.get('gpu') or m.get('cpu')} | backend {m.get('backend')} ({m.get('arch')}) | taichi "
+        f"{m.get('taichi')} | marrow3d {m.get('marrow3d')} {m.get('git_commit', '')}")
+    cc = record["checks"].get("cross_check", {})
+    log(f"{'check':<28} {'result':<50}")
+    log(f"{'backend':<28} {record['checks']['backend']['arch']} -> ok")
+    if "fields" in cc:
+        label = f"cross-check {cc['size']}^3 fields"
+        log(f"{label:<28} {_fields_text(cc)} -> {'ok' if cc['ok'] else 'FAIL'}")
+        c = cc["cells"]
+        log(f"{'cross-check cells':<28} {_cells_text(cc)} (counts {c['counts_device']} vs {c['counts_cpu']})")
+    log(f"{'copy bandwidth':<28} {record['bandwidth']['taichi_copy_GBps']:.1f} GB/s")
+    log(f"{'n':>6} {'sweep ms':>9} {'x copy':>7} {'cold s':>8} {'warm s':>8} {'cells s':>8} {'step s':>8}")
+    for t in record["timings"]:
+        if "error" in t:
+            log(f"{t['n']:>5}^3 {t['error']}")
+            continue
+        log(f"{t['n']:>5}^3 {t['sweep']['s'] * 1e3:9.2f} {t['sweep']['vs_copy']:7.2f} {t['cold_solve']['s']:8.3f} "
+            f"{t['warm_solve']['s']:8.3f} {t['cell_step']['s']:8.3f} {t['model_step']['s']:8.3f}")
+    fr = record.get("femur")
+    if fr and "error" not in fr:
+        log(f"femur {'x'.join(map(str, fr['shape']))}: {fr['steps']} steps, {fr['s_per_simulated_day']:.1f} s/simulated day, "
+            f"28 days ~ {fr['extrapolated_28_days_min']:.1f} min")
+    log(f"overall: {'PASS' if record['ok'] else 'FAIL'} in {record['wall_s']:.0f} s")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,59 @@
+"""benchmarks/device_check.py in --dry-run mode: the GPU acceptance script works end to end.
+
+The dry run takes the same code paths as the GPU run (backend check, CPU subprocess
+cross-check, copy bandwidth, kernel timings, femur run, summary and JSON) on the CPU at small
+sizes; its cross-check compares a 2-thread run with a 1-thread subprocess, which must be
+bitwise identical.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_device_check_dry_run(tmp_path):
+    out = tmp_path / "device_check.json"
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "device_check.py"), "--dry-run", "--out", str(out)],
+        capture_output=True, text=True, timeout=300, cwd=tmp_path,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "overall: PASS" in proc.stdout
+    rec = json.loads(out.read_text())
+    assert rec["ok"] and rec["dry_run"]
+    assert rec["checks"]["backend"]["arch"] == rec["checks"]["backend_at_end"]["arch"] != "cuda"
+    cc = rec["checks"]["cross_check"]
+    assert cc["ok"] and cc["cells"]["identical"]
+    assert all(f["identical"] for f in cc["fields"].values())
+    assert rec["bandwidth"]["taichi_copy_GBps"] > 0
+    sizes = [t["n"] for t in rec["timings"]]
+    assert sizes == [32, 40]
+    for t in rec["timings"]:
+        assert t["sweep"]["s"] > 0 and t["warm_solve"]["s"] > 0 and t["cell_step"]["s"] > 0
+        assert t["model_step"]["s"] > 0
+    femur = rec["femur"]
+    assert "error" not in femur, femur
+    assert femur["steps"] >= 1 and femur["s_per_simulated_day"] > 0
+    assert femur["extrapolated_28_days_min"] == femur["s_per_simulated_day"] * 28 / 60
+
+
+def test_device_check_refuses_a_missing_gpu(tmp_path):
+    """Without a GPU the real mode must fail loudly, not fall back to the CPU."""
+    import shutil
+
+    if shutil.which("nvidia-smi"):
+        import pytest
+
+        pytest.skip("a GPU may be present: the real mode is not a failure here")
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "device_check.py"), "--out", str(tmp_path / "x.json")],
+        capture_output=True, text=True, timeout=120, cwd=tmp_path,
+    )
+    assert proc.returncode == 1
+    assert "FAIL backend" in proc.stdout
+    assert not (tmp_path / "x.json").exists()
