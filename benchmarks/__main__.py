@@ -2,7 +2,7 @@
 
 Examples::
 
-    python -m benchmarks                        # 64^3, 128^3, 256^3 (and the numpy baseline at 16^3, 24^3)
+    python -m benchmarks                        # 24^3 (+ whole-step numpy baseline), 64^3, 128^3, 256^3
     python -m benchmarks --quick                # 24^3 and 64^3, fewer repeats: about two minutes
     python -m benchmarks --sizes 128,512        # 512^3 only if its memory estimate fits
     python -m benchmarks --default-run          # also time `marrow3d run` (64^3, 28 days)
@@ -24,7 +24,7 @@ from .suite import RESULTS, run_suite
 def parse(argv=None):
     p = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__.splitlines()[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__.split("\n\n", 1)[1])
-    p.add_argument("--sizes", default=None, help="cube edges, comma-separated (default 64,128,256; --quick 24,64)")
+    p.add_argument("--sizes", default=None, help="cube edges, comma-separated (default 24,64,128,256; --quick 24,64)")
     p.add_argument("--quick", action="store_true", help="small sizes and fewer repeats (a smoke run)")
     p.add_argument("--repeat", type=int, default=None, help="repeats per kernel timing (best is kept; default 3)")
     p.add_argument("--steps", type=int, default=None, help="model steps timed per size (default 4)")
@@ -40,7 +40,7 @@ def parse(argv=None):
     args = p.parse_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)
     if args.sizes is None:
-        args.sizes = "24,64" if args.quick else "64,128,256"
+        args.sizes = "24,64" if args.quick else "24,64,128,256"
     args.sizes = [int(v) for v in str(args.sizes).split(",") if v.strip()]
     if args.repeat is None:
         args.repeat = 2 if args.quick else 3

@@ -60,9 +60,15 @@ J is block diagonal across components, so the preconditioner stays symmetric.
 All reductions accumulate in float64, per row then in a fixed order: results are bitwise
 reproducible for a given grid, backend and thread count.
 
-Measured (2-core CPU, float32, tol 1e-6; ``python -m benchmarks.transport``): CG iterations
-5-8 for O2 and 6-8 for a linear drug field from 32^3 to 256^3; 128^3 cold O2 solve about
-0.7 s and warm re-solve about 0.4 s on an idle machine.
+Launches: a visit of a level is two kernels (``_presmooth_restrict``, ``_prolong_postsmooth``)
+and a CG iteration after the cycle one (``_cg_step``): their top-level loops run in order with
+the arithmetic of the one-loop kernels, so results are bitwise those of separate launches, at
+a fifth of the Python launch overhead (~60 us per launch with 6-8 ndarray arguments).
+
+Measured (2-core CPU, float32, tol 1e-6; ``python -m benchmarks`` and
+``python -m benchmarks.transport``, see docs/benchmarks.md): CG iterations 5-8 for O2 and 6-8
+for a linear drug field from 32^3 to 256^3; at 128^3 a cold O2 solve 0.36-0.6 s and a warm
+re-solve 0.21-0.37 s (machine load 1.2-1.9).
 """
 
 # No `from __future__ import annotations`: Taichi reads kernel annotations as objects.
