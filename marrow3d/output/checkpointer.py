@@ -50,7 +50,8 @@ _VOXEL_STATE = ("model/anatomy/niche", "model/cells/cells", "model/cells/flags",
                 "model/vessel_integrity")
 
 
-def _fsync_dir(path: Path) -> None:
+def fsync_dir(path: Path) -> None:
+    """fsync a directory so a rename inside it is durable (best effort: some filesystems refuse)."""
     try:
         fd = os.open(path, os.O_RDONLY)
     except OSError:
@@ -156,7 +157,7 @@ class Checkpointer:
 
                 shutil.copyfile(path, link_tmp)
             os.replace(link_tmp, self.directory / LATEST_NAME)
-            _fsync_dir(self.directory)
+            fsync_dir(self.directory)
             if path not in self.written:
                 self.written.append(path)
             self._prune()

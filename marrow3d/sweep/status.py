@@ -13,22 +13,11 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+from ..output.checkpointer import fsync_dir as _fsync_dir
+
 __all__ = ["STATUS_NAME", "read_status", "write_status", "is_done", "reset_dir", "write_json_atomic"]
 
 STATUS_NAME = "status.json"
-
-
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 def write_json_atomic(path: str | Path, data: Any) -> None:
