@@ -103,3 +103,23 @@ def test_time_interval_equal_to_the_step_fires_every_step():
         M.clock.iteration += 1
         fired.append(sched(M))
     assert fired == [True, True, True, True]
+
+
+@pytest.mark.parametrize(
+    "array, needle",
+    [
+        (np.ones((4, 4, 4)), "has shape (4, 4, 4)"),
+        (np.full((32, 32, 32), np.nan), "NaN or Inf"),
+        (np.full((32, 32, 32), -1.0), "negative"),
+    ],
+)
+def test_bad_diffusivity_map_is_refused_naming_the_key(tmp_path, array, needle):
+    from marrow3d.errors import ConfigError
+    from marrow3d.runner import _load_diffusivity_map
+
+    path = tmp_path / "d.npy"
+    np.save(path, array)
+    cfg = load_config(TINY, [f'transport.oxygen.diffusivity_map="{path}"'])
+    with pytest.raises(ConfigError, match="transport.oxygen.diffusivity_map") as err:
+        _load_diffusivity_map(cfg, (32, 32, 32))
+    assert needle in str(err.value)

@@ -152,24 +152,30 @@ def load_mask(path_spec: str | os.PathLike) -> np.ndarray:
         or non-dataset HDF5 path, wrong dtype or number of dimensions, unknown labels, or
         no marrow.
     """
+    arr, path, dataset = _read_any(path_spec, "mask")
+    return validate_labels(arr, _describe(path, dataset))
+
+
+def _read_any(path_spec: str | os.PathLike, what: str) -> tuple[np.ndarray, Path, str | None]:
+    """Read a .npy, .tif/.tiff or file.h5:/dataset array; errors name ``what`` and the file."""
     path, dataset = parse_path_spec(path_spec)
     suffix = path.suffix.lower()
     if suffix not in MASK_SUFFIXES:
         raise MaskError(
-            f"mask {str(path)!r} has an unknown file type {path.suffix or '(no suffix)'!r}; "
+            f"{what} {str(path)!r} has an unknown file type {path.suffix or '(no suffix)'!r}; "
             f"use .npy, .tif/.tiff or file.h5:/dataset"
         )
     if not path.exists():
-        raise MaskError(f"mask file {str(path)!r} does not exist")
+        raise MaskError(f"{what} file {str(path)!r} does not exist")
     if path.is_dir():
-        raise MaskError(f"mask path {str(path)!r} is a directory, not a file")
+        raise MaskError(f"{what} path {str(path)!r} is a directory, not a file")
     if suffix == ".npy":
         arr = _read_npy(path)
     elif suffix in (".tif", ".tiff"):
         arr = _read_tiff(path)
     else:
         arr = _read_h5(path, dataset)
-    return validate_labels(arr, _describe(path, dataset))
+    return arr, path, dataset
 
 
 def load_array(path_spec: str | os.PathLike, what: str = "array") -> np.ndarray:
@@ -182,18 +188,7 @@ def load_array(path_spec: str | os.PathLike, what: str = "array") -> np.ndarray:
     MaskError
         Missing or unreadable file, unknown suffix, not 3-D, or not a real numeric dtype.
     """
-    path, dataset = parse_path_spec(path_spec)
-    suffix = path.suffix.lower()
-    if suffix not in MASK_SUFFIXES:
-        raise MaskError(f"{what}: {str(path)!r} has an unknown file type; use .npy, .tif/.tiff or file.h5:/dataset")
-    if not path.exists():
-        raise MaskError(f"{what}: file {str(path)!r} does not exist")
-    if suffix == ".npy":
-        arr = _read_npy(path)
-    elif suffix in (".tif", ".tiff"):
-        arr = _read_tiff(path)
-    else:
-        arr = _read_h5(path, dataset)
+    arr, path, dataset = _read_any(path_spec, what)
     if arr.ndim != 3:
         raise MaskError(f"{what}: {_describe(path, dataset)} has shape {arr.shape}; a 3-D (z, y, x) array is needed")
     if not (np.issubdtype(arr.dtype, np.integer) or np.issubdtype(arr.dtype, np.floating)):
