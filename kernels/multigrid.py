@@ -240,12 +240,6 @@ def _restrict_loop(
 
 
 @ti.kernel
-def _smooth_first(b: ND1, inv_diag: ND1, e: ND1, color: ti.i32, nz: ti.i32, ny: ti.i32, nx: ti.i32):
-    """First half-sweep from a zero initial guess: e = b / diag on one colour (no neighbours)."""
-    _gs_half_sweep(b, inv_diag, e, e, e, e, color, nz, ny, nx, True)
-
-
-@ti.kernel
 def _smooth(
     b: ND1, inv_diag: ND1, gz: ND1, gy: ND1, gx: ND1, e: ND1, color: ti.i32, nz: ti.i32, ny: ti.i32, nx: ti.i32
 ):
@@ -256,38 +250,9 @@ def _smooth(
     _gs_half_sweep(b, inv_diag, gz, gy, gx, e, color, nz, ny, nx, False)
 
 
-@ti.kernel
-def _prolong(
-    e: ND1, ec: ND1, color: ti.i32, nz: ti.i32, ny: ti.i32, nx: ti.i32,
-    cny: ti.i32, cnx: ti.i32, shz: ti.i32, shy: ti.i32, shx: ti.i32,
-):
-    """e += ec[parent] (piecewise-constant prolongation) on one colour only.
-
-    Only the colour that the next half-sweep *reads* needs the correction: that half-sweep
-    overwrites the other colour without reading its old value. ``sh*`` are the coarsening
-    shifts (0 or 1) per dimension.
-    """
-    _prolong_loop(e, ec, color, nz, ny, nx, cny, cnx, shz, shy, shx)
-
-
-@ti.kernel
-def _residual_restrict(
-    b: ND1, diag: ND1, inv_diag: ND1, gz: ND1, gy: ND1, gx: ND1, e: ND1, bc: ND1, color: ti.i32,
-    nz: ti.i32, ny: ti.i32, nx: ti.i32, cnz: ti.i32, cny: ti.i32, cnx: ti.i32,
-    fz: ti.i32, fy: ti.i32, shx: ti.i32,
-):
-    """Coarse right-hand side = sum over the children of the fine residual b - A e.
-
-    Called right after a Gauss-Seidel half-sweep on the other colour, whose residual is then
-    exactly 0: only cells of ``color`` are evaluated (half the work). One thread owns each
-    coarse row and walks its fine rows in order: no atomics, deterministic.
-    """
-    _restrict_loop(b, diag, inv_diag, gz, gy, gx, e, bc, color, nz, ny, nx, cnz, cny, cnx, fz, fy, shx)
-
-
 # The two kernels one visit of a level launches (instead of 2 x sweeps + 2 one-loop kernels).
 # A Taichi kernel runs its top-level loops one after the other, each in parallel, so the
-# arithmetic and its order are exactly those of the one-loop kernels above; only the Python
+# arithmetic and its order are exactly those of separate one-loop kernels; only the Python
 # launch overhead (about 60 us per launch with 6-8 ndarray arguments on the CPU, i.e. most of
 # the time of a level below 32^3) is paid once instead of 5 times.
 
@@ -556,65 +521,13 @@ def _pocket_solve(
 
 
 @ti.kernel
-def _dot_rz(r: ND1, z_: ND1, part: ND1_F64, scal: ND1_F64, nz: ti.i32, ny: ti.i32, nx: ti.i32):
-    """scal[RZ_OLD] = scal[RZ]; scal[RZ] = r . z (float64)."""
-    sz = nx * ny
-    for z, y in ti.ndrange(nz, ny):
-        acc = ti.cast(0.0, ti.f64)
-        base = sz + (z * ny + y) * nx
-        for x in range(nx):
-            acc += ti.cast(r[base + x], ti.f64) * ti.cast(z_[base + x], ti.f64)
-        part[z * ny + y] = acc
-    ti.loop_config(serialize=True)
-    for _ in range(1):
-        scal[S_RZ_OLD] = scal[S_RZ]
-    finish_sum(part, nz * ny, 1, scal, S_RZ)
-
-
-@ti.kernel
-def _cg_direction(z_: ND1, p_: ND1, scal: ND1_F64, first: ti.i32, lo: ti.i32, hi: ti.i32, dt: ti.template()):
-    """p = z + beta p with beta = rz / rz_old (p = z on the first iteration)."""
-    b64 = ti.cast(0.0, ti.f64)
-    if first == 0 and scal[S_RZ_OLD] != 0:
-        b64 = scal[S_RZ] / scal[S_RZ_OLD]
-    beta = ti.cast(b64, dt)
-    for i in range(lo, hi):
-        p_[i] = z_[i] + beta * p_[i]
-
-
-@ti.kernel
-def _cg_update(
-    dx: ND1, r: ND1, p_: ND1, q: ND1, part: ND1_F64, scal: ND1_F64,
-    nz: ti.i32, ny: ti.i32, nx: ti.i32, dt: ti.template(),
-):
-    """dx += alpha p, r -= alpha q with alpha = rz / (p . q); scal[RR] = ||r||^2 (float64)."""
-    a64 = ti.cast(0.0, ti.f64)
-    if scal[S_PQ] > 0:  # a non-positive curvature means breakdown: take no step
-        a64 = scal[S_RZ] / scal[S_PQ]
-    alpha = ti.cast(a64, dt)
-    sz = nx * ny
-    for z, y in ti.ndrange(nz, ny):
-        acc = ti.cast(0.0, ti.f64)
-        base = sz + (z * ny + y) * nx
-        for x in range(nx):
-            i = base + x
-            dx[i] += alpha * p_[i]
-            ri = r[i] - alpha * q[i]
-            r[i] = ri
-            acc += ti.cast(ri, ti.f64) * ti.cast(ri, ti.f64)
-        part[z * ny + y] = acc
-    finish_sum(part, nz * ny, 1, scal, S_RR)
-
-
-@ti.kernel
 def _cg_step(
     r: ND1, z_: ND1, p_: ND1, q: ND1, dx: ND1, diag: ND1, gz: ND1, gy: ND1, gx: ND1,
     part: ND1_F64, scal: ND1_F64, first: ti.i32, nz: ti.i32, ny: ti.i32, nx: ti.i32, dt: ti.template(),
 ):
     """One preconditioned CG iteration after the cycle (z = M^-1 r), in one launch.
 
-    ``_dot_rz``, ``_cg_direction``, ``transport.apply_operator`` and ``_cg_update`` in that
-    order, as consecutive top-level loops with the same arithmetic (bitwise the same result):
+    Four consecutive top-level loops (bitwise the same result as four separate kernels):
     rz = r.z; p = z + beta p; q = J p, pq = p.q; dx += alpha p, r -= alpha q, rr = r.r.
     """
     sy = nx
@@ -746,7 +659,7 @@ def _dtype_of(u):
 #: Extra elements at the end of every padded solver array. Arrays whose byte size is a
 #: multiple of 4 KiB (64^3 grids: (64+2)*64*64*4 bytes) all start at the same offset modulo
 #: 4 KiB, so a kernel that stores to one and loads from another at the same index suffers
-#: 4K aliasing and cache-set conflicts: ``_cg_update`` ran 2.6x slower per voxel at 64^3 than
+#: 4K aliasing and cache-set conflicts: the CG update loop ran 2.6x slower per voxel at 64^3 than
 #: at 96^3 (benchmarks/suite.py, 1 thread). 32 unused elements shift each following
 #: allocation by 128-256 bytes. Kernels never read them.
 _STAGGER = 32
