@@ -98,6 +98,22 @@ def test_vessel_preservation_keeps_endosteal_arterioles(arms):
         assert kept > lost + 0.1, (kept, lost)
 
 
+def _region_auc(h, field, region, day0, day1):
+    """Time integral (uM h) of a tissue-level region mean between two days."""
+    a, b = _at(h, day0), _at(h, day1)
+    dt = np.diff(h["time_h"][a : b + 1])
+    return float(np.sum(h[f"{field}_tissue_uM_mean_{region}"][a + 1 : b + 1] * dt))
+
+
+def test_vessel_preservation_raises_endosteal_drug_exposure(arms):
+    """Kept arterioles feed the endosteum: more of both drugs reaches the endosteal band."""
+    for run in arms:
+        for drug in ("cytarabine", "daunorubicin"):
+            kept = _region_auc(run["vessel_preservation"], drug, "endosteal", 21, DFO_END_DAY)
+            lost = _region_auc(run["chemo"], drug, "endosteal", 21, DFO_END_DAY)
+            assert kept > lost, (drug, kept, lost)
+
+
 def test_cxcr4_antagonist_releases_more_lscs_from_niches(arms):
     released = {k: 0.0 for k in ("chemo", "cxcr4")}
     for run in arms:

@@ -35,6 +35,9 @@ def _grow_sinusoids(
     layout: BoneLayout, voxel_um: float, cfg: AnatomyConfig, rng: np.random.Generator
 ) -> np.ndarray:
     allowed = layout.tissue == codes.MARROW
+    if cfg.sinusoid_bone_clearance_um > 0:
+        # Type-L sinusoids stay off the endosteum, which arterioles / type-H vessels supply.
+        allowed &= layout.bone_distance_um > cfg.sinusoid_bone_clearance_um
     n_allowed = int(np.count_nonzero(allowed))
     # Length density L_v = 1 / spacing^2; in voxel units: voxels x (voxel / spacing)^2.
     target = n_allowed * (voxel_um / cfg.sinusoid_spacing_um) ** 2
@@ -92,7 +95,8 @@ def generate_anatomy(domain: DomainConfig, anatomy: AnatomyConfig | None = None,
        and central sinus along the axis (femur);
     2. sinusoids: a branching, anastomosing random-walk network through the marrow, at
        centreline length density ``1 / sinusoid_spacing_um^2``, widened to
-       ``sinusoid_radius_um`` (in the femur it sprouts radially from the central sinus);
+       ``sinusoid_radius_um``, its centrelines kept ``sinusoid_bone_clearance_um`` from bone
+       (in the femur it sprouts radially from the central sinus);
     3. arterioles: a random-walk tree confined to the ``arteriole_band_um`` band along the
        bone surfaces and steered parallel to them, widened to ``arteriole_radius_um``;
        arteriole voxels take precedence over sinusoid voxels where they cross;
@@ -150,7 +154,7 @@ def generate_anatomy(domain: DomainConfig, anatomy: AnatomyConfig | None = None,
     if domain.kind == "box":
         layout = box_layout(shape, vox, cfg, rngs["bone"])
     else:
-        band = max(cfg.arteriole_band_um, cfg.endosteal_niche_band_um)
+        band = max(cfg.arteriole_band_um, cfg.endosteal_niche_band_um, cfg.sinusoid_bone_clearance_um)
         layout = femur_layout(shape, vox, cfg, rngs["bone"], exact_band_um=band)
 
     sinus = _grow_sinusoids(layout, vox, cfg, rngs["sinusoids"])

@@ -170,6 +170,18 @@ class AnatomyConfig(Section):
             "(Gomariz 2018) and the vascular volume fraction stays in the assumed 8-30%."
         ),
     )
+    sinusoid_bone_clearance_um: float = Field(
+        20.0,
+        ge=0.0,
+        description=(
+            "Sinusoid centrelines keep at least this distance in um from bone, so the endosteal "
+            "zone is supplied mainly by the arteriolar / type-H vessels that line it while type-L "
+            "sinusoids fill the central marrow (Kusumbe 2014 zonation; the value is an "
+            "assumption). With the 10-um sinusoid radius the walls stay about one cell from "
+            "the bone; wider clearances empty the pockets between trabeculae (the Gomariz 2018 "
+            "range of marrow within 20 um of a sinusoid fails at 25 um). 0 lets sinusoids touch bone."
+        ),
+    )
     sinusoid_persistence_length_um: float = Field(
         60.0,
         gt=0.0,
@@ -192,7 +204,7 @@ class AnatomyConfig(Section):
         ),
     )
     arteriole_spacing_um: float = Field(
-        90.0,
+        60.0,
         gt=0.0,
         description=(
             "Arteriole spacing in um inside the endosteal band: centreline length density "

@@ -158,7 +158,9 @@ class DrugKillConfig(Section):
         1.5, ge=0.0, le=100.0, description="Maximal daunorubicin kill rate of cycling cells (assumption)."
     )
     daunorubicin_ec50_uM: float = Field(
-        0.05, gt=0.0, le=1000.0, description="Daunorubicin half-maximal concentration (assumption)."
+        0.02, gt=0.0, le=1000.0,
+        description="Daunorubicin half-maximal extracellular concentration; cells accumulate the drug far "
+        "above the medium, so nM levels kill (AML lines: IC50 ~10-100 nM; assumption).",
     )
     lodged_protection_fraction: float = Field(
         0.8,

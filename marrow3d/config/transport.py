@@ -109,13 +109,16 @@ class DrugConfig(Section):
     diffusivity_um2_per_min: float = Field(1.2e4, gt=0.0, description="Tissue diffusivity.")
     decay_per_min: float = Field(0.0, ge=0.0, description="Tissue degradation rate.")
     uptake_per_min: PerCellType = Field(
-        default_factory=lambda: PerCellType(hsc=0.02, progenitor=0.05, lsc=0.02, blast=0.05),
-        description="Linear uptake by cells of each type.",
+        default_factory=lambda: PerCellType(hsc=0.5, progenitor=1.0, lsc=0.5, blast=1.0),
+        description="Linear uptake (transport into cells and intracellular trapping) by cells of each type; "
+        "quiescent stem cells take up half as much (assumption).",
     )
     exchange_per_min: PerVesselClass = Field(
-        default_factory=lambda: PerVesselClass(arteriole=10.0, sinusoid=20.0),
-        description="Extravasation rate of a healthy vessel voxel: arterioles are tighter than sinusoids (Itkin 2016) "
-        "but carry high flow, so they still deliver drug to the endosteum (assumption).",
+        default_factory=lambda: PerVesselClass(arteriole=50.0, sinusoid=20.0),
+        description="Extravasation rate of a healthy vessel voxel, P S/V with one small-molecule wall "
+        "permeability P = 160 um/min (Eikenberry 2009 tumour-cord value) for both classes: a 5-um arteriole "
+        "fills one 10-um voxel (S/V 0.31 /um -> 50 /min), a 10-um sinusoid tube spreads its wall over about "
+        "5 voxels per section (S/V 0.13 /um -> 20 /min). Leakiness is added by transport.exchange.leak.",
     )
 
 
@@ -130,8 +133,9 @@ def _daunorubicin() -> DrugConfig:
     return DrugConfig(
         diffusivity_um2_per_min=7.0e3,  # doxorubicin tumour-cord value (parameters.md 4d)
         decay_per_min=0.0,
-        # anthracyclines accumulate in cells hundreds of times over plasma (parameters.md 4b)
-        uptake_per_min=PerCellType(hsc=0.2, progenitor=0.3, lsc=0.2, blast=0.3),
+        # Saturable uptake Vmax/KE at 1e12 cells/L (doxorubicin tumour-cord values, parameters.md
+        # 4d) is ~13 /min per cell-filled voxel: anthracyclines reach only ~25 um from a vessel.
+        uptake_per_min=PerCellType(hsc=5.0, progenitor=10.0, lsc=5.0, blast=10.0),
     )
 
 
