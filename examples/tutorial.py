@@ -167,8 +167,8 @@ def analyse(base: Path, arm73: Path, arm_dfo: Path, out: Path) -> None:
 
     # the endpoint table of marrow3d compare, as a DataFrame
     table = endpoints_table([arm73, arm_dfo], labels=["7+3", "7+3+DFO"])
-    cols = ["log10_blast_reduction", "relapse_fold", "arteriole_mean_integrity", "endosteal_cytarabine_uM",
-            "lsc_to_blast_cytarabine"]
+    cols = ["log10_blast_reduction", "relapse_fold", "arteriole_mean_integrity", "endosteal_daunorubicin_uM",
+            "lsc_to_blast_daunorubicin"]
     print(table[cols].round(3).to_string())
 
     with open_run(arm_dfo) as run:

@@ -228,6 +228,43 @@ def test_endpoint_definitions_on_a_known_series():
     assert therapy_window(df.assign(plasma_cytarabine_uM=0.0, plasma_deferoxamine_uM=1.0)) is None
 
 
+def test_matched_exposure_ratio_is_not_fooled_by_cells_that_outlive_a_bolus():
+    """Both kinds see the same level at every step; blasts die while it is high.
+
+    The per-cell-hour averages differ (lodged LSCs carry the low-level hours), the matched
+    ratio is exactly 1. A second series where lodged LSCs see half the blasts' level at every
+    step gives 0.5, whatever the cell counts.
+    """
+    from marrow3d.analysis.endpoints import compare_endpoints, matched_exposure_ratio
+
+    t = np.arange(0, 11 * 24.0, 24.0)
+    n = t.size
+    plasma = np.zeros(n)
+    plasma[2:9] = [1.0, 0.8, 0.4, 0.2, 0.1, 0.05, 0.02]  # a bolus washing out
+    level = plasma.copy()  # tissue level per step, the same for every cell
+    lodged = np.full(n, 5.0)
+    blasts = np.array([100, 100, 100, 10, 1, 1, 1, 1, 1, 1, 1], float)  # killed by the high levels
+    dt = 24.0
+
+    def cum(per_row):
+        return np.r_[0.0, np.cumsum(per_row[1:])]
+
+    df = pd.DataFrame({"plasma_daunorubicin_uM": plasma, "plasma_cytarabine_uM": np.zeros(n),
+                       "count_blast": blasts, "count_lsc": lodged,
+                       "daunorubicin_uM_h_lsc_lodged": cum(lodged * level * dt), "cell_hours_lsc_lodged": cum(lodged * dt),
+                       "daunorubicin_uM_h_blast": cum(blasts * level * dt), "cell_hours_blast": cum(blasts * dt)},
+                      index=pd.Index(t, name="time_h"))
+    assert compare_endpoints(df)["lsc_to_blast_daunorubicin"] == pytest.approx(1.0)
+    # the naive ratio of the per-cell-hour averages over the same rows says "sheltered"
+    d = lambda c: df[c].iloc[-1] - df[c].iloc[1]  # noqa: E731
+    naive = (d("daunorubicin_uM_h_lsc_lodged") / d("cell_hours_lsc_lodged")) / (
+        d("daunorubicin_uM_h_blast") / d("cell_hours_blast"))
+    assert naive < 0.6
+    half = df.assign(**{"daunorubicin_uM_h_lsc_lodged": cum(lodged * 0.5 * level * dt)})
+    assert matched_exposure_ratio(half, "daunorubicin", 1, n - 1) == pytest.approx(0.5)
+    assert np.isnan(matched_exposure_ratio(df.drop(columns="cell_hours_blast"), "daunorubicin", 1, n - 1))
+
+
 def test_day_words_and_runs_that_end_on_different_days():
     from types import SimpleNamespace
 

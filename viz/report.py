@@ -649,14 +649,17 @@ ENDPOINT_TABLES = (
     ("Drug delivery during therapy", (
         ("therapy_end_day", "window end (day)", "day"),
         ("endosteal_cytarabine_uM", "endosteal cytarabine (µM)", "g3"),
+        ("endosteal_daunorubicin_uM", "endosteal daunorubicin (µM)", "g3"),
         ("lsc_lodged_cytarabine_uM", "lodged-LSC cytarabine (µM)", "g3"),
         ("blast_cytarabine_uM", "blast cytarabine (µM)", "g3"),
-        ("lsc_to_blast_cytarabine", "lodged LSC / blast", "f3"),
+        ("lsc_to_blast_cytarabine", "lodged LSC / blast, cytarabine", "f3"),
+        ("lsc_to_blast_daunorubicin", "lodged LSC / blast, daunorubicin", "f3"),
     ), "The therapy window runs from therapy start until every cytotoxic plasma level is below 1% of its "
-       "peak (or the run ends). Endosteal cytarabine: the mean of the endosteal-band marrow concentration "
+       "peak (or the run ends). Endosteal levels: the mean of the endosteal-band marrow concentration "
        "over the window. Cell exposure: Δ(`cytarabine_uM_h_<cells>`) / Δ(`cell_hours_<cells>`) over the window, "
-       "the time-averaged concentration such a cell saw; a ratio below 1 means lodged LSCs sat where less "
-       "drug reached than where blasts were."),
+       "the time-averaged concentration such a cell saw (cells that outlive a bolus average lower). "
+       "Lodged LSC / blast: the two levels compared step by step, at the same time, then averaged over "
+       "the lodged-LSC hours; below 1 means lodged LSCs sat where less drug reached than where blasts were."),
 )
 
 

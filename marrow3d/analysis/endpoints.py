@@ -42,14 +42,21 @@ with hardly any blasts. Untreated runs have no window (NaN).
     Last row: mean arteriole integrity and the fraction of arteriole voxels below the floor.
 ``final_hypoxic_fraction``, ``final_endosteal_hypoxic_fraction``
     Last row of ``o2_hypoxic_fraction`` (marrow) and ``o2_endosteal_hypoxic_fraction``.
-``endosteal_cytarabine_uM``
-    Mean of ``cytarabine_tissue_uM_mean_endosteal`` over the rows of the therapy window.
+``endosteal_cytarabine_uM``, ``endosteal_daunorubicin_uM``
+    Mean of ``<drug>_tissue_uM_mean_endosteal`` over the rows of the therapy window.
 ``lsc_lodged_cytarabine_uM``, ``blast_cytarabine_uM``
     Time-averaged cytarabine a lodged LSC / a blast saw during therapy:
     ``delta(cytarabine_uM_h_<cat>) / delta(cell_hours_<cat>)`` between the last row before
-    the window and its last row (NaN when no such cell was counted in the window).
-``lsc_to_blast_cytarabine``
-    Their ratio: below 1, lodged LSCs sit where less drug reaches.
+    the window and its last row (NaN when no such cell was counted in the window). Each is
+    averaged over its own cells' hours, so the two weigh the window's days differently: lodged
+    LSCs that outlive a bolus while blasts die during it average lower without ever having
+    seen less drug. Compare places with the matched ratios below.
+``lsc_to_blast_cytarabine``, ``lsc_to_blast_daunorubicin``
+    Time-matched exposure ratio: per time-series row, the level lodged LSCs saw over the level
+    blasts saw in the same step (each ``delta(<drug>_uM_h_<cat>) / delta(cell_hours_<cat>)``
+    over that row), averaged over the window's rows weighted by the lodged-LSC hours; rows
+    without lodged LSCs, blasts or blast exposure are skipped. Below 1: lodged LSCs sat where
+    less drug reached than where the blasts were.
 """
 
 from __future__ import annotations
@@ -62,7 +69,7 @@ import numpy as np
 import pandas as pd
 
 __all__ = ["ENDPOINT_COLUMNS", "CYTOTOXIC_DRUGS", "THERAPY_END_FRACTION", "therapy_window", "compare_endpoints",
-           "run_endpoints", "endpoints_table"]
+           "matched_exposure_ratio", "run_endpoints", "endpoints_table"]
 
 #: Plasma levels that open the therapy window.
 CYTOTOXIC_DRUGS = ("cytarabine", "daunorubicin")
@@ -93,9 +100,11 @@ ENDPOINT_COLUMNS = (
     "final_hypoxic_fraction",
     "final_endosteal_hypoxic_fraction",
     "endosteal_cytarabine_uM",
+    "endosteal_daunorubicin_uM",
     "lsc_lodged_cytarabine_uM",
     "blast_cytarabine_uM",
     "lsc_to_blast_cytarabine",
+    "lsc_to_blast_daunorubicin",
 )
 
 _NAN = float("nan")
@@ -103,6 +112,36 @@ _NAN = float("nan")
 
 def _col(df: pd.DataFrame, name: str) -> np.ndarray | None:
     return df[name].to_numpy(dtype=np.float64) if name in df.columns else None
+
+
+def matched_exposure_ratio(df: pd.DataFrame, drug: str, base: int, last: int) -> float:
+    """Lodged-LSC over blast drug level at matched times, rows ``base+1 .. last`` (see above).
+
+    Parameters
+    ----------
+    df : DataFrame
+        Time series with the cumulative ``<drug>_uM_h_<cat>`` [uM h, summed over cells] and
+        ``cell_hours_<cat>`` [cell h] columns of ``lsc_lodged`` and ``blast``.
+    drug : str
+        ``"cytarabine"`` or ``"daunorubicin"``.
+    base, last : int
+        Row positions: increments are taken from ``base`` to ``last``.
+
+    Returns
+    -------
+    float
+        The lodged-LSC-hour-weighted mean of the per-row level ratio (dimensionless), NaN when
+        no row has both cell kinds and blast exposure or a column is missing.
+    """
+    cols = [f"{drug}_uM_h_lsc_lodged", "cell_hours_lsc_lodged", f"{drug}_uM_h_blast", "cell_hours_blast"]
+    if any(c not in df.columns for c in cols):
+        return _NAN
+    a_l, h_l, a_b, h_b = (np.diff(np.nan_to_num(_col(df, c)[base:last + 1])) for c in cols)
+    ok = (h_l > 0) & (h_b > 0) & (a_b > 0)
+    if not ok.any():
+        return _NAN
+    ratio = (a_l[ok] / h_l[ok]) / (a_b[ok] / h_b[ok])
+    return float(np.sum(h_l[ok] * ratio) / np.sum(h_l[ok]))
 
 
 def therapy_window(df: pd.DataFrame) -> tuple[int, int] | None:
@@ -173,11 +212,13 @@ def compare_endpoints(df: pd.DataFrame) -> dict[str, float]:
         out["log10_blast_reduction"] = math.log10(max(float(blast[base]), 1.0) / max(float(after[j]), 1.0))
     if math.isfinite(out["min_burden"]):
         out["relapse_fold"] = out["final_burden"] / max(out["min_burden"], 1.0)
-    endo = _col(df, "cytarabine_tissue_uM_mean_endosteal")
-    if endo is not None:
-        vals = endo[k0:k1 + 1]
-        vals = vals[np.isfinite(vals)]
-        out["endosteal_cytarabine_uM"] = float(vals.mean()) if vals.size else _NAN
+    for drug in CYTOTOXIC_DRUGS:
+        endo = _col(df, f"{drug}_tissue_uM_mean_endosteal")
+        if endo is not None:
+            vals = endo[k0:k1 + 1]
+            vals = vals[np.isfinite(vals)]
+            out[f"endosteal_{drug}_uM"] = float(vals.mean()) if vals.size else _NAN
+        out[f"lsc_to_blast_{drug}"] = matched_exposure_ratio(df, drug, base, k1)
     for cat, key in (("lsc_lodged", "lsc_lodged_cytarabine_uM"), ("blast", "blast_cytarabine_uM")):
         auc = _col(df, f"cytarabine_uM_h_{cat}")
         hours = _col(df, f"cell_hours_{cat}")
@@ -186,9 +227,6 @@ def compare_endpoints(df: pd.DataFrame) -> dict[str, float]:
         d_auc = float(np.nan_to_num(auc[k1]) - np.nan_to_num(auc[base]))
         d_hours = float(np.nan_to_num(hours[k1]) - np.nan_to_num(hours[base]))
         out[key] = d_auc / d_hours if d_hours > 0 else _NAN
-    lsc, bl = out["lsc_lodged_cytarabine_uM"], out["blast_cytarabine_uM"]
-    if math.isfinite(lsc) and math.isfinite(bl) and bl > 0:
-        out["lsc_to_blast_cytarabine"] = lsc / bl
     return out
 
 
