@@ -175,7 +175,7 @@ class CellLattice:
         self.flags = ti.field(ti.u8)
         self.generation = ti.field(ti.u8)
         self.niche_ok = ti.field(ti.u8)
-        self.intent = ti.field(ti.u8)  # workspace: direction + 1 | daughter type << 3
+        self.intent = ti.field(ti.u8)  # workspace: direction + 1 | daughter << 3 | mother -> blast << 6
         self.claim = ti.field(ti.u32)  # workspace: priority | claimant direction code
         for f in (self.cells, self.flags, self.generation, self.niche_ok, self.intent, self.claim):
             fb.dense(ti.ijk, self.shape).place(f)
@@ -619,7 +619,10 @@ class CellLattice:
                             mask = m_slot
                     elif c == LSC:
                         daughter = BLAST
-                        if u_fate < self.sparams[ti.static(SP["lsc_self_renewal_probability"])]:
+                        p_renew = self.sparams[ti.static(SP["lsc_self_renewal_probability"])]
+                        if not lodged:
+                            p_renew *= self.sparams[ti.static(SP["lsc_free_self_renewal_factor"])]
+                        if u_fate < p_renew:
                             daughter = LSC
                             if m_slot != 0:
                                 mask = m_slot
@@ -635,11 +638,19 @@ class CellLattice:
                             ti.static(SP["progenitor_displacement_probability"])
                         ]:
                             mask = m_prog
+                    # Off a niche, an LSC whose daughter is a blast may lose its stemness
+                    # too (symmetric differentiation: LSC -> blast + blast).
+                    mother_differentiates = 0
+                    if c == LSC and daughter == BLAST and not lodged:
+                        if uniform_from_u32(w2[2]) < self.sparams[
+                            ti.static(SP["lsc_free_differentiation_probability"])
+                        ]:
+                            mother_differentiates = 1
                     if mask != 0:
                         d = _pick_direction(mask, u_pick)
                         key = (w2[0] & ti.u32(0xFFFFFFF8)) | ti.cast((d ^ 1) + 1, ti.u32)
                         ti.atomic_max(self.claim[I + _offset(d)], key)
-                        self.intent[I] = ti.cast((d + 1) | (daughter << 3), ti.u8)
+                        self.intent[I] = ti.cast((d + 1) | (daughter << 3) | (mother_differentiates << 6), ti.u8)
 
     @ti.kernel
     def _divide_apply(self, niche: ti.template()):
@@ -648,7 +659,7 @@ class CellLattice:
             if it != 0:
                 self.intent[I] = ti.u8(0)
                 d = (it & 7) - 1
-                daughter = it >> 3
+                daughter = (it >> 3) & 7
                 T = I + _offset(d)
                 won = ti.cast(self.claim[T] & ti.u32(7), ti.i32) == (d ^ 1) + 1
                 # claim[I] != 0: this mother is itself being displaced; it yields so that no
@@ -665,6 +676,9 @@ class CellLattice:
                         self.generation[I] = ti.cast(g, ti.u8)
                     self.cells[T] = ti.cast(daughter, ti.u8)
                     self.generation[T] = ti.cast(g, ti.u8)
+                    if (it >> 6) != 0:  # a free LSC that differentiated with its daughter
+                        self.cells[I] = ti.u8(BLAST)
+                        self.flags[I] = ti.u8(0)
                     fl = 0
                     if (daughter == HSC or daughter == LSC) and niche[T] != NICHE_NONE:
                         if self.niche_ok[T] != 0:

@@ -53,6 +53,8 @@ SCALAR_PARAMS = {
     "lodged_drug_protection": "fraction of the drug kill rate removed for lodged cells",
     "hsc_self_renewal_probability": "P(HSC daughter is an HSC) when a free niche slot is adjacent",
     "lsc_self_renewal_probability": "P(LSC daughter is an LSC)",
+    "lsc_free_self_renewal_factor": "multiplier of lsc_self_renewal_probability for a free (unlodged) LSC",
+    "lsc_free_differentiation_probability": "P(a free LSC whose daughter is a blast becomes a blast too)",
     "lsc_displacement_probability": "P(an LSC daughter with no free slot takes an HSC's slot)",
     "progenitor_displacement_probability": "P(a crowded leukemic daughter displaces a progenitor)",
     "progenitor_max_generation": "generation at which a progenitor stops dividing (mature)",
@@ -71,6 +73,8 @@ SP = {name: i for i, name in enumerate(SCALAR_PARAMS)}  #: scalar parameter inde
 _PROBABILITIES = (
     "hsc_self_renewal_probability",
     "lsc_self_renewal_probability",
+    "lsc_free_self_renewal_factor",
+    "lsc_free_differentiation_probability",
     "lsc_displacement_probability",
     "progenitor_displacement_probability",
     "lodged_drug_protection",

@@ -43,6 +43,7 @@ def null_params(**changes):
         "progenitor_max_generation",
         "mature_exit_far_factor",
         "severe_hypoxia_threshold_mmHg",
+        "lsc_free_self_renewal_factor",  # 1: stemness independent of the niche
     }
     for name in TYPE_PARAMS:
         p[name] = {k: 0.0 for k in p[name]}
@@ -280,6 +281,56 @@ def test_lsc_takes_hsc_slots_never_the_reverse(env):
     assert taken > 0
     assert taken == m["niche_perivascular_lsc"] == m["displaced_hsc"] == m["count_lsc"] - 400
     assert (f1[1][c1[1] == L] & LODGED).all()
+
+
+@pytest.mark.parametrize("factor,q", [(0.4, 0.5), (1.0, 0.0)])
+def test_free_lsc_fates_and_lodged_lscs_unchanged(env, factor, q):
+    """Isolated LSC mothers, half lodged: a free one gives an LSC daughter with p_s x factor;
+    otherwise a blast daughter, and turns into a blast itself with probability q. Lodged
+    mothers keep p_s and never differentiate."""
+    p_s = 0.6
+    params = null_params(
+        division_rate_per_hour={"lsc": 0.7},
+        lsc_self_renewal_probability=p_s,
+        lsc_free_self_renewal_factor=factor,
+        lsc_free_differentiation_probability=q,
+    )
+    tissue = np.zeros(SHAPE, np.uint8)
+    niche = np.zeros(SHAPE, np.uint8)
+    cells = np.zeros(SHAPE, np.uint8)
+    cells[1::3, ::3, ::3] = L  # 3 voxels apart: every division lands, no neighbour shared
+    niche[1:10:3, ::3, ::3] = codes.NICHE_PERIVASCULAR  # z < 10: mothers on slots
+    tissue[0:10:3, ::3, ::3] = codes.SINUSOID  # the slot's vessel, below each lodged mother
+    counts = {k: np.zeros(3, int) for k in ("free", "lodged")}  # LSC daughter, blast + LSC, blast + blast
+    for _ in range(4):
+        idx = env.lat.step_index
+        setup(env, params=params, cells=cells, tissue=tissue, niche=niche)
+        env.lat.step_index = idx
+        _, f0, _ = state(env)
+        step(env)
+        c1, _, _ = state(env)
+        pad = np.pad(c1, 1)
+        for z, y, x in zip(*np.nonzero(cells == L)):
+            kind = "lodged" if f0[z, y, x] & LODGED else "free"
+            nb = [pad[z + 1 + a, y + 1 + b, x + 1 + d] for a, b, d in
+                  ((1, 0, 0), (-1, 0, 0), (0, 1, 0), (0, -1, 0), (0, 0, 1), (0, 0, -1))]
+            new = [v for v in nb if v in (L, B)]
+            if not new:
+                assert c1[z, y, x] == L  # no division, no change
+                continue
+            assert len(new) == 1
+            if new[0] == L:
+                assert c1[z, y, x] == L
+                counts[kind][0] += 1
+            else:
+                counts[kind][1 if c1[z, y, x] == L else 2] += 1
+    assert counts["lodged"].sum() > 200 and counts["free"].sum() > 200
+    lo, fr = counts["lodged"], counts["free"]
+    assert lo[2] == 0 and within_binomial(lo[0], lo.sum(), p_s)
+    assert within_binomial(fr[0], fr.sum(), p_s * factor)
+    assert within_binomial(fr[2], fr.sum(), (1 - p_s * factor) * q)
+    if q == 0:
+        assert fr[2] == 0
 
 
 # --------------------------------------------------------------------------------------------

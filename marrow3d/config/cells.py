@@ -109,6 +109,22 @@ class FateConfig(Section):
         description="P(an LSC daughter is an LSC), above the HSC's (Stiehl & Marciniak-Czochra [5]; assumption). "
         "Calibrated so the LSC pool expands and competes visibly for niches, as MLL-AF9's frequent LSCs do (Krivtsov 2006).",
     )
+    lsc_free_self_renewal_factor: float = Field(
+        1.0,
+        ge=0.0,
+        le=1.0,
+        description="Multiplier of lsc_self_renewal_probability for an LSC off a niche. 1 (default): "
+        "stemness does not depend on the niche. Below 1, with lsc_free_differentiation_probability, "
+        "LSCs keep their stemness mainly on niche slots, as in niche-competition models (assumption; "
+        "docs/model.md 9.7).",
+    )
+    lsc_free_differentiation_probability: float = Field(
+        0.0,
+        ge=0.0,
+        le=1.0,
+        description="P(an LSC off a niche whose daughter is a blast turns into a blast as well: "
+        "LSC -> blast + blast). 0 (default): an LSC division always keeps the mother an LSC.",
+    )
     lsc_displacement_probability: float = Field(
         0.5,
         ge=0.0,
@@ -310,6 +326,8 @@ class CellsConfig(Section):
             "lodged_drug_protection": dr.lodged_protection_fraction,
             "hsc_self_renewal_probability": fa.hsc_self_renewal_probability,
             "lsc_self_renewal_probability": fa.lsc_self_renewal_probability,
+            "lsc_free_self_renewal_factor": fa.lsc_free_self_renewal_factor,
+            "lsc_free_differentiation_probability": fa.lsc_free_differentiation_probability,
             "lsc_displacement_probability": fa.lsc_displacement_probability,
             "progenitor_displacement_probability": fa.progenitor_displacement_probability,
             "progenitor_max_generation": float(dv.progenitor_max_generation),
