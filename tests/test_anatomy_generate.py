@@ -205,6 +205,19 @@ def test_box_layout(box):
     assert z.size and (z.max() - 2) * box.voxel_um <= 80.0 + 5.0
 
 
+@pytest.mark.parametrize("clearance", [0.0, 20.0, 40.0])
+def test_sinusoids_keep_their_clearance_from_bone(clearance):
+    """No sinusoid voxel within the clearance of bone; at 0 they reach the bone surface."""
+    for domain in (BOX, FEMUR):
+        a = generate_anatomy(domain, AnatomyConfig(sinusoid_bone_clearance_um=clearance), seed=5)
+        dist = bone_distance_um(a.tissue == codes.BONE, a.voxel_um)[a.tissue == codes.SINUSOID]
+        assert dist.size
+        if clearance > 0:
+            assert dist.min() > clearance
+        else:
+            assert dist.min() == a.voxel_um  # a sinusoid voxel shares a face with bone
+
+
 def test_femur_layout(femur):
     t = femur.tissue
     nz, ny, nx = t.shape

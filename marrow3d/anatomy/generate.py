@@ -95,7 +95,7 @@ def generate_anatomy(domain: DomainConfig, anatomy: AnatomyConfig | None = None,
        and central sinus along the axis (femur);
     2. sinusoids: a branching, anastomosing random-walk network through the marrow, at
        centreline length density ``1 / sinusoid_spacing_um^2``, widened to
-       ``sinusoid_radius_um``, its centrelines kept ``sinusoid_bone_clearance_um`` from bone
+       ``sinusoid_radius_um``, no voxel of it within ``sinusoid_bone_clearance_um`` of bone
        (in the femur it sprouts radially from the central sinus);
     3. arterioles: a random-walk tree confined to the ``arteriole_band_um`` band along the
        bone surfaces and steered parallel to them, widened to ``arteriole_radius_um``;

@@ -174,12 +174,12 @@ class AnatomyConfig(Section):
         20.0,
         ge=0.0,
         description=(
-            "Sinusoid centrelines keep at least this distance in um from bone, so the endosteal "
-            "zone is supplied mainly by the arteriolar / type-H vessels that line it while type-L "
-            "sinusoids fill the central marrow (Kusumbe 2014 zonation; the value is an "
-            "assumption). With the 10-um sinusoid radius the walls stay about one cell from "
-            "the bone; wider clearances empty the pockets between trabeculae (the Gomariz 2018 "
-            "range of marrow within 20 um of a sinusoid fails at 25 um). 0 lets sinusoids touch bone."
+            "No sinusoid voxel (centreline or tube) lies within this distance in um of bone, so the "
+            "endosteal zone is supplied mainly by the arteriolar / type-H vessels that line it while "
+            "type-L sinusoids fill the central marrow (Kusumbe 2014 zonation; the value is an "
+            "assumption). At 20 um the two marrow layers on the bone hold no sinusoid; wider "
+            "clearances empty the pockets between trabeculae (the Gomariz 2018 range of marrow "
+            "within 20 um of a sinusoid fails at 25 um). 0 lets sinusoids touch bone."
         ),
     )
     sinusoid_persistence_length_um: float = Field(
