@@ -25,7 +25,6 @@ import numpy as np
 from .config import SimulationConfig
 from .config.transport import DRUG_AGENTS
 from .errors import NonFiniteError
-from .kernels import codes
 from .kernels.cells import LODGED, CellLattice
 from .kernels.multigrid import MultigridSolver
 from .kernels.ti_compat import ti

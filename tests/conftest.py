@@ -20,6 +20,28 @@ def taichi_backend():
     return initialize(backend, threads=2 if backend == "cpu" else None)
 
 
+@pytest.fixture(scope="session")
+def gl():
+    """Skip (with the reason) when no off-screen OpenGL back end works here."""
+    from marrow3d.viz._gl import probe_offscreen
+
+    ok, detail = probe_offscreen()  # configures the headless window first
+    if not ok:
+        pytest.skip(f"no off-screen rendering: {detail}")
+    return detail
+
+
+@pytest.fixture
+def restore_logging():
+    """The CLI points the marrow3d logger at the captured stderr; put it back afterwards."""
+    import logging
+
+    logger = logging.getLogger("marrow3d")
+    saved = (list(logger.handlers), logger.level, logger.propagate)
+    yield
+    logger.handlers[:], logger.level, logger.propagate = saved[0], saved[1], saved[2]
+
+
 @pytest.fixture
 def rng():
     """A numpy Generator with a fixed seed, for building random test problems."""

@@ -12,23 +12,13 @@ import io
 import logging
 import sys
 import types
-from pathlib import Path
 
 import h5py
 import numpy as np
 import pandas as pd
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
-TINY = ROOT / "configs" / "tiny.toml"
-DOSED = [
-    "run.days=1.0",
-    "run.cell_step_hours=4.0",
-    "output.snapshot_every_hours=8.0",
-    "output.checkpoint_every_wall_seconds=1000000.0",
-    'output.snapshot_fields=["oxygen","signal","cytarabine","cells","lodged","integrity"]',
-    'therapy.events=[{agent="cytarabine",kind="infusion",start_day=0.0,duration_days=1.0,dose_mg_per_m2_per_day=100.0}]',
-]
+from _dosed_run import DOSED, TINY
 
 
 @pytest.fixture(scope="module")

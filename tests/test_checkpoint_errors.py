@@ -7,7 +7,6 @@ parallel). A NaN injected into the oxygen field stops the run with ``diagnostic.
 
 from __future__ import annotations
 
-import logging
 import shutil
 import subprocess
 import sys
@@ -34,15 +33,6 @@ def good_checkpoint(tmp_path_factory, taichi_backend) -> Path:
     path = out / "checkpoint.h5"
     assert path.exists()
     return path
-
-
-@pytest.fixture
-def restore_logging():
-    """The CLI points the marrow3d logger at the captured stderr; put it back afterwards."""
-    logger = logging.getLogger("marrow3d")
-    saved = (list(logger.handlers), logger.level, logger.propagate)
-    yield
-    logger.handlers[:], logger.level, logger.propagate = saved[0], saved[1], saved[2]
 
 
 # ---------------------------------------------------------------------------------- damage

@@ -55,16 +55,6 @@ def runs(tmp_path_factory) -> dict[str, Path]:
 
 
 @pytest.fixture(scope="module")
-def gl():
-    from marrow3d.viz._gl import probe_offscreen
-
-    ok, detail = probe_offscreen()
-    if not ok:
-        pytest.skip(f"no off-screen rendering: {detail}")
-    return detail
-
-
-@pytest.fixture(scope="module")
 def report(gl, runs, tmp_path_factory) -> tuple[Path, subprocess.CompletedProcess]:
     out = tmp_path_factory.mktemp("compare_report") / "report"
     cmd = [sys.executable, "-m", "marrow3d", "compare", str(runs["base"]), str(runs["arm73"]), str(runs["armdfo"]),

@@ -6,7 +6,6 @@ exported; every time step VTK reads must equal the snapshot it came from, value 
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 
 import h5py
@@ -14,16 +13,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
-TINY = ROOT / "configs" / "tiny.toml"
-DOSED = [
-    "run.days=1.0",
-    "run.cell_step_hours=4.0",
-    "output.snapshot_every_hours=8.0",
-    "output.checkpoint_every_wall_seconds=1000000.0",
-    'output.snapshot_fields=["oxygen","signal","cytarabine","cells","lodged","integrity"]',
-    'therapy.events=[{agent="cytarabine",kind="infusion",start_day=0.0,duration_days=1.0,dose_mg_per_m2_per_day=100.0}]',
-]
+from _dosed_run import DOSED, TINY
 
 
 @pytest.fixture(scope="module")
@@ -34,14 +24,6 @@ def run_dir(tmp_path_factory, taichi_backend) -> Path:
     out = tmp_path_factory.mktemp("export") / "run"
     run_simulation(load_config(TINY, DOSED), out, progress=False)
     return out
-
-
-@pytest.fixture
-def restore_logging():
-    logger = logging.getLogger("marrow3d")
-    saved = (list(logger.handlers), logger.level, logger.propagate)
-    yield
-    logger.handlers[:], logger.level, logger.propagate = saved[0], saved[1], saved[2]
 
 
 def _cli(*args):

@@ -14,21 +14,10 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "examples" / "tutorial.py"
 PAGE = ROOT / "docs" / "tutorial.md"
-
-
-@pytest.fixture(scope="module")
-def gl():
-    from marrow3d.viz._gl import probe_offscreen
-
-    ok, detail = probe_offscreen()
-    if not ok:
-        pytest.skip(f"no off-screen rendering: {detail}")
-    return detail
 
 
 def test_tutorial_runs_at_tiny_size(gl, tmp_path):

@@ -141,18 +141,6 @@ def synthetic(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def gl():
-    """Skip (with the reason) when no off-screen OpenGL back end works here."""
-    from marrow3d.viz._gl import configure_headless, probe_offscreen
-
-    configure_headless()
-    ok, detail = probe_offscreen()
-    if not ok:
-        pytest.skip(f"no off-screen rendering: {detail}")
-    return detail
-
-
-@pytest.fixture(scope="module")
 def opened(run_dir):
     from marrow3d.viz._data import open_run, run_info
 

@@ -22,7 +22,7 @@ from pydantic import Field, model_validator
 from .anatomy import AnatomyConfig, DomainConfig
 from .base import Section
 from .cells import CellsConfig
-from .loader import apply_overrides, default_config_text, read_toml, to_toml, validate_dict
+from .loader import apply_overrides, default_config_text, parse_toml_text, read_toml, to_toml, validate_dict
 from .output import OutputConfig
 from .run import RunConfig
 from .stages import StagesConfig
@@ -68,19 +68,7 @@ class SimulationConfig(Section):
 
 def config_from_toml_text(text: str, source: str = "config") -> SimulationConfig:
     """Validate a TOML string (e.g. the ``config_toml`` stored in a run file)."""
-    import sys
-
-    if sys.version_info >= (3, 11):
-        import tomllib
-    else:  # pragma: no cover
-        import tomli as tomllib
-    from ..errors import ConfigError
-
-    try:
-        data = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{source} is not valid TOML: {exc}") from None
-    return validate_dict(SimulationConfig, data, source)  # type: ignore[return-value]
+    return validate_dict(SimulationConfig, parse_toml_text(text, source), source)  # type: ignore[return-value]
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> SimulationConfig:

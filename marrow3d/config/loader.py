@@ -23,6 +23,7 @@ else:  # pragma: no cover - Python 3.10
     import tomli as tomllib
 
 __all__ = [
+    "parse_toml_text",
     "read_toml",
     "default_config_text",
     "apply_overrides",
@@ -35,6 +36,14 @@ __all__ = [
 def default_config_text() -> str:
     """The embedded default configuration (mirrored in ``configs/default.toml``)."""
     return resources.files("marrow3d").joinpath("data/default.toml").read_text(encoding="utf-8")
+
+
+def parse_toml_text(text: str, source: str = "config") -> dict[str, Any]:
+    """Parse TOML text; invalid TOML is a one-line ConfigError naming ``source`` (line, column)."""
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{source} is not valid TOML: {exc}") from None
 
 
 def read_toml(path: str | Path) -> dict[str, Any]:
@@ -54,10 +63,7 @@ def read_toml(path: str | Path) -> dict[str, Any]:
         text = p.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"cannot read config file {str(p)!r}: {exc}") from None
-    try:
-        return tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"config file {str(p)!r} is not valid TOML: {exc}") from None
+    return parse_toml_text(text, f"config file {str(p)!r}")
 
 
 def parse_override(item: str) -> tuple[list[str], Any]:

@@ -57,7 +57,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from ..config.loader import read_toml, validate_dict
+from ..config.loader import parse_toml_text, read_toml, validate_dict
 from ..errors import ConfigError
 
 __all__ = ["SweepSpec", "Vary", "LatinHypercube", "Replicates", "Branch", "load_spec", "flatten_keys", "LABEL_KEY"]
@@ -296,14 +296,4 @@ def load_spec(path: str | Path) -> tuple[SweepSpec, Path]:
 
 def spec_from_text(text: str, source: str = "sweep spec") -> SweepSpec:
     """Validate a spec given as TOML text (tests, notebooks); ``base`` paths are then relative to the cwd."""
-    import sys
-
-    if sys.version_info >= (3, 11):
-        import tomllib
-    else:  # pragma: no cover
-        import tomli as tomllib
-    try:
-        data = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{source} is not valid TOML: {exc}") from None
-    return validate_dict(SweepSpec, data, source)  # type: ignore[return-value]
+    return validate_dict(SweepSpec, parse_toml_text(text, source), source)  # type: ignore[return-value]
