@@ -348,8 +348,8 @@ def _cells_text(cc: dict) -> str:
 def summary(record: dict) -> None:
     m = record["machine"]
     log("\n=== device check " + ("(dry run, CPU) " if record["dry_run"] else "") + f"{record['date']} ===")
-    log(f"device: {m.get('gpu') or m.get('cpu')} | backend {m.get('backend')} ({m.get('arch')}) | taichi "
-        f"{m.get('taichi')} | marrow3d {m.get('marrow3d')} {m.get('git_commit', '')}")
+    log(f"device: {m.get('gpu') or m.get('cpu')} | backend {m.get('backend')} ({m.get('arch')}) | "
+        f"{m.get('kernel_library')} | marrow3d {m.get('marrow3d')} {m.get('git_commit', '')}")
     cc = record["checks"].get("cross_check", {})
     log(f"{'check':<28} {'result':<50}")
     log(f"{'backend':<28} {record['checks']['backend']['arch']} -> ok")

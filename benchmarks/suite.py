@@ -100,9 +100,9 @@ def machine_info(backend_info=None) -> dict:
         "scipy": scipy.__version__,
     }
     try:
-        import taichi
+        from marrow3d.kernels.ti_compat import LIBRARY_NAME, library_version
 
-        info["taichi"] = ".".join(map(str, taichi.__version__))
+        info["kernel_library"] = f"{LIBRARY_NAME} {library_version()}"
     except Exception:  # pragma: no cover
         pass
     try:

@@ -358,8 +358,6 @@ def main(argv=None) -> int:
     p.add_argument("--out", type=Path, default=RESULTS / "transport.json")
     args = p.parse_args(argv)
 
-    import taichi
-
     from marrow3d.backend import initialize
 
     info = initialize(args.backend, threads=args.threads, precision="float32")
@@ -373,7 +371,7 @@ def main(argv=None) -> int:
             "cpus": os.cpu_count(),
             "python": sys.version.split()[0],
             "numpy": np.__version__,
-            "taichi": taichi.__version__,
+            "kernel_library": info.library,
             "backend": info.name,
             "arch": info.arch,
             "threads": info.threads,

@@ -1,27 +1,48 @@
 """Compute-backend selection: resolve, initialise once, verify, never fall back silently.
 
-Taichi's default ``ti.init(arch=ti.cuda)`` quietly runs on the CPU when no GPU is found. A user
+The kernel compiler (quadrants, the maintained Taichi; see :mod:`marrow3d.kernels.ti_compat`)
+quietly runs on the CPU when ``init(arch=cuda)`` finds no GPU, unless told otherwise. A user
 who asked for a GPU must get an error instead, and every output file records the arch that
 really ran. ``initialize`` is called from entry points (CLI, sweep workers) and test fixtures
 only, never at import.
+
+Quiet by default: the compiler's start-up line and its warnings (a missing ``libcuda.so`` while
+``auto`` probes for CUDA, a busy kernel-cache lock) are not shown; ``verbose=True`` (the CLI's
+``-v``) shows them.
+
+Kernel cache: compiled kernels are kept in ``$MARROW3D_KERNEL_CACHE`` or else
+``$XDG_CACHE_HOME/marrow3d/kernels/quadrants-<version>`` (``~/.cache`` when unset), one
+folder per compiler version. Concurrent runs (sweep members) share it safely: kernel files are
+written under unique names and renamed into place, and the metadata index is guarded by a lock
+file that a writer holds for milliseconds; a run that finds it busy simply does not add its
+kernels this time. A lock file left by a killed process would block every later update, so
+``initialize`` removes lock files older than :data:`STALE_LOCK_SECONDS`.
 """
 
 from __future__ import annotations
 
+import contextlib
+import io
 import logging
 import os
+import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Literal
 
 from .errors import BackendError
 
-__all__ = ["BackendInfo", "initialize", "BACKEND_CHOICES", "probe_backends"]
+__all__ = ["BackendInfo", "initialize", "BACKEND_CHOICES", "probe_backends", "kernel_cache_dir"]
 
 log = logging.getLogger(__name__)
 
 BackendName = Literal["auto", "cpu", "cuda", "vulkan"]
 BACKEND_CHOICES = ("auto", "cpu", "cuda", "vulkan")
 CPU_ARCHS = ("x64", "arm64")
+
+#: A kernel-cache lock file older than this [s] belongs to a dead process (locks are held for
+#: the milliseconds it takes to read or rewrite the cache index).
+STALE_LOCK_SECONDS = 120.0
 
 
 @dataclass(frozen=True)
@@ -33,17 +54,20 @@ class BackendInfo:
     requested : str
         The backend the user asked for (``auto``, ``cpu``, ``cuda``, ``vulkan``).
     arch : str
-        The Taichi arch actually running (``x64``, ``arm64``, ``cuda``, ``vulkan``).
+        The arch the kernels actually run on (``x64``, ``arm64``, ``cuda``, ``vulkan``).
     threads : int or None
         CPU thread count (None for GPU archs).
     precision : str
         ``float32`` or ``float64``: the dtype of every transport field.
+    library : str
+        The kernel compiler and its version, e.g. ``"quadrants 1.3.3"``.
     """
 
     requested: str
     arch: str
     threads: int | None
     precision: str
+    library: str = ""
 
     @property
     def name(self) -> str:
@@ -55,21 +79,62 @@ class BackendInfo:
         return self.name in ("cuda", "vulkan")
 
 
-def _try_init(ti, arch, threads: int | None, fp64: bool, debug: bool) -> None:
+def kernel_cache_dir() -> Path:
+    """Folder of the compiled-kernel cache (see the module docstring)."""
+    from .kernels.ti_compat import LIBRARY_NAME, library_version
+
+    env = os.environ.get("MARROW3D_KERNEL_CACHE")
+    if env:
+        return Path(env).expanduser()
+    base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    return base / "marrow3d" / "kernels" / f"{LIBRARY_NAME}-{library_version()}"
+
+
+def _remove_stale_locks(cache: Path, max_age_s: float = STALE_LOCK_SECONDS) -> None:
+    """Delete cache lock files left behind by killed processes (older than ``max_age_s``)."""
+    now = time.time()
+    for lock in cache.glob("*/*.lock"):
+        try:
+            if now - lock.stat().st_mtime > max_age_s:
+                lock.unlink()
+                log.debug("removed stale kernel-cache lock %s", lock)
+        except OSError:  # another process removed or re-took it meanwhile: its business
+            pass
+
+
+def _try_init(ti, arch, threads: int | None, fp64: bool, debug: bool, verbose: bool) -> None:
+    cache = kernel_cache_dir()
+    try:
+        cache.mkdir(parents=True, exist_ok=True)
+        _remove_stale_locks(cache)
+        cache_ok = os.access(cache, os.W_OK)
+    except OSError:
+        cache_ok = False
+    if not cache_ok:
+        log.warning("kernel cache %s is not writable: kernels are compiled anew in every run", cache)
     kwargs = dict(
         arch=arch,
         enable_fallback=False,
         default_fp=ti.f64 if fp64 else ti.f32,
         default_ip=ti.i32,
-        log_level=ti.WARN,
+        log_level=ti.INFO if verbose else ti.ERROR,
         debug=debug,
         # Bit-exact CPU/GPU comparisons need IEEE arithmetic; CUDA still flushes denormals.
         fast_math=False,
-        offline_cache=True,
+        offline_cache=cache_ok,
     )
+    if cache_ok:
+        kwargs["offline_cache_file_path"] = str(cache)
     if threads is not None:
         kwargs["cpu_max_num_threads"] = int(threads)
-    ti.init(**kwargs)
+    # init() prints "[Quadrants] Starting on arch=..." with print(): keep it off stdout.
+    banner = io.StringIO()
+    try:
+        with contextlib.redirect_stdout(banner):
+            ti.init(**kwargs)
+    finally:
+        if verbose and banner.getvalue().strip():
+            log.debug("%s", banner.getvalue().strip())
 
 
 def initialize(
@@ -78,8 +143,9 @@ def initialize(
     threads: int | None = None,
     precision: str = "float32",
     debug: bool = False,
+    verbose: bool | None = None,
 ) -> BackendInfo:
-    """Initialise Taichi on the requested backend and verify the arch that resulted.
+    """Initialise the kernel compiler on the requested backend and verify the arch that resulted.
 
     Parameters
     ----------
@@ -90,7 +156,10 @@ def initialize(
     precision : {"float32", "float64"}
         Floating-point type of the transport fields.
     debug : bool
-        Taichi bounds checking (slow; for development).
+        Bounds checking in kernels (slow; for development).
+    verbose : bool, optional
+        Show the kernel compiler's own messages (start-up line, warnings, info). Default: when
+        the ``marrow3d`` logger is at DEBUG level (the CLI's ``-v``).
 
     Returns
     -------
@@ -109,18 +178,20 @@ def initialize(
         raise BackendError(f"precision {precision!r} is not known; choose float32 or float64")
     if threads is not None and threads < 1:
         raise BackendError(f"threads must be >= 1, got {threads}")
-    from .kernels.ti_compat import ARCH_BY_NAME, current_arch_name, ti
+    from .kernels.ti_compat import ARCH_BY_NAME, LIBRARY_NAME, current_arch_name, library_version, ti
 
     fp64 = precision == "float64"
+    if verbose is None:
+        verbose = log.isEnabledFor(logging.DEBUG)
     if backend == "auto":
         try:
-            _try_init(ti, ti.cuda, None, fp64, debug)
+            _try_init(ti, ti.cuda, None, fp64, debug, verbose)
         except Exception as exc:  # no driver, no device: auto means "CPU then"
             log.info("CUDA unavailable (%s); using the CPU backend", exc)
-            _try_init(ti, ti.cpu, threads, fp64, debug)
+            _try_init(ti, ti.cpu, threads, fp64, debug, verbose)
     else:
         try:
-            _try_init(ti, ARCH_BY_NAME[backend], threads if backend == "cpu" else None, fp64, debug)
+            _try_init(ti, ARCH_BY_NAME[backend], threads if backend == "cpu" else None, fp64, debug, verbose)
         except Exception as exc:
             raise BackendError(
                 f"backend {backend!r} was requested but is not available here ({exc}); "
@@ -132,17 +203,18 @@ def initialize(
         arch=arch,
         threads=(threads or os.cpu_count()) if arch in CPU_ARCHS else None,
         precision=precision,
+        library=f"{LIBRARY_NAME} {library_version()}",
     )
     if backend in ("cuda", "vulkan") and info.name != backend:
-        raise BackendError(f"backend {backend!r} was requested but Taichi started on {arch!r}")
-    log.info("compute backend: %s (requested %s)", info.name, backend)
+        raise BackendError(f"backend {backend!r} was requested but the kernels started on {arch!r}")
+    log.info("compute backend: %s (requested %s; %s)", info.name, backend, info.library)
     return info
 
 
 def probe_backends() -> dict[str, str]:
-    """Report which backends could start, without initialising Taichi in this process.
+    """Report which backends could start, without initialising the kernels in this process.
 
-    Each probe runs in a short-lived subprocess because ``ti.init`` is process-global.
+    Each probe runs in a short-lived subprocess because ``init`` is process-global.
     """
     import subprocess
     import sys
@@ -150,9 +222,11 @@ def probe_backends() -> dict[str, str]:
     results: dict[str, str] = {}
     for name in ("cpu", "cuda", "vulkan"):
         code = (
-            "import taichi as ti, sys\n"
-            f"ti.init(arch=ti.{name}, enable_fallback=False, log_level=ti.ERROR)\n"
-            "print(ti.lang.impl.current_cfg().arch.name)\n"
+            "import contextlib, io\n"
+            "from marrow3d.kernels.ti_compat import ti, current_arch_name\n"
+            "with contextlib.redirect_stdout(io.StringIO()):\n"
+            f"    ti.init(arch=ti.{name}, enable_fallback=False, log_level=ti.ERROR, offline_cache=False)\n"
+            "print(current_arch_name())\n"
         )
         try:
             proc = subprocess.run(

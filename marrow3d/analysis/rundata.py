@@ -462,6 +462,17 @@ class RunData:
         groups = spatial.cell_group_masks(self.tissue, self.cells(step), self.lodged(step))
         return spatial.drug_exposure(drugs, self.regions(band_um), groups)
 
+    def state_digest(self) -> str | None:
+        """SHA-256 of the final ``/state`` (see :func:`marrow3d.analysis.digest.state_digest`).
+
+        None for a checkpoint or a run that has not written its final state yet.
+        """
+        from .digest import state_digest
+
+        if self.kind != "run" or "state" not in self._h5:
+            return None
+        return state_digest(self._h5["state"])
+
     def summary_table(self):
         """A rich Table: file, metadata, grid, simulated days and the last key metrics."""
         from .summary import summary_table

@@ -86,4 +86,7 @@ def summary_table(run) -> Table:
         if "stage" in ts.columns:
             stage = int(last["stage"])
             table.add_row("disease stage", STAGE_NAMES.get(stage, str(stage)))
+    digest = run.state_digest()
+    if digest:
+        table.add_row("final state sha256", digest)
     return table

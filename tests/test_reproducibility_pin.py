@@ -1,0 +1,41 @@
+"""The CPU results are pinned bit for bit across changes of the kernel compiler and kernels.
+
+The digests below were recorded on main at f501b06, with Taichi 1.7.4 (the last upstream
+Taichi release) on x86-64, before the kernels moved to quadrants: ``marrow3d run`` of
+``configs/tiny.toml`` (2 days, 48 steps) and of the dosed one-day variant of
+``tests/_dosed_run.py``. The move to quadrants, GPU layouts chosen at compile time and
+device-side readouts must all leave the CPU arithmetic exactly as it was; a change that alters
+these digests changes the model's numbers and has to say so (and re-pin with a reason).
+"""
+
+from __future__ import annotations
+
+import platform
+
+import pytest
+
+from _dosed_run import DOSED, TINY
+from marrow3d.analysis import open_run
+from marrow3d.config import load_config
+from marrow3d.runner import run_simulation
+
+#: /state digests (marrow3d.analysis.digest.state_digest) recorded with Taichi 1.7.4.
+PINNED = {
+    "plain": "e4d8e463d4b0461843fcfe7812111ea13053d62ca0f94fccd10b5eb64d21a43f",
+    "dosed": "de2e6c76ff78fc231d03b1efef52b22364a4cfaa183d5f1c4f85a3788bd9b2d1",
+}
+OVERRIDES = {"plain": [], "dosed": DOSED}
+
+pytestmark = pytest.mark.skipif(
+    platform.machine() not in ("x86_64", "AMD64"),
+    reason="digests were recorded on x86-64 (libm and code generation may differ elsewhere)",
+)
+
+
+@pytest.mark.parametrize("case", sorted(PINNED))
+def test_tiny_run_state_is_bitwise_pinned(taichi_backend, tmp_path, case):
+    cfg = load_config(TINY, OVERRIDES[case])
+    run_simulation(cfg, tmp_path / case, progress=False)
+    with open_run(tmp_path / case) as run:
+        assert run.complete
+        assert run.state_digest() == PINNED[case]
