@@ -45,7 +45,7 @@ class DomainConfig(Section):
         10.0,
         gt=0.0,
         le=50.0,
-        description="Voxel edge length in um; 10 um holds one hematopoietic cell (model-brief section 1).",
+        description="Voxel edge length in um; 10 um holds one hematopoietic cell (cells ~8-10 um across).",
     )
     origin_um: tuple[float, float, float] = Field(
         (0.0, 0.0, 0.0),
@@ -123,7 +123,7 @@ class AnatomyConfig(Section):
         description=(
             "Femur only: fraction of the length (from z = 0, the metaphyseal end) holding "
             "trabeculae; full density over its first half, fading linearly to zero at its end "
-            "(model-brief: trabeculae near one end)."
+            "(trabecular bone fills the metaphysis, near the end of a long bone)."
         ),
     )
     trabecular_bone_volume_fraction: float = Field(

@@ -1,17 +1,17 @@
 """``[cells]``: lattice cell dynamics (death, division, fates, drug kill, niches, egress).
 
 Rates are per day or per hour as their names say; :meth:`CellsConfig.kernel_params` converts
-them to the per-hour table the kernels read (``marrow3d.kernels.cells_params``). Sources cite
-``parameters.md`` (section numbers in brackets); *assumption* marks our own choices.
+them to the per-hour table the kernels read (``marrow3d.kernels.cells_params``). Sources are cited
+by author and year (docs/model.md lists them); *assumption* marks our own choices.
 
 Calibration of the defaults (the values marked *calibrated*), made in the integrated model
 with its solved O2 field (tests/test_calibration.py, docs/model.md section 9): blasts divide
-every 40 h (human median 48 h [3b]; the mouse MLL-AF9 leukemia is faster), a crowded leukemic
+every 40 h (human median 48 h, Raza 1991; the mouse MLL-AF9 leukemia is faster), a crowded leukemic
 daughter displaces a neighbouring progenitor, and blasts and free stem cells hop (swapping with
 progenitors) so a clone spreads instead of growing only at its surface. LSCs cycle at 50% of
 the blast rate and self-renew with probability 0.75, so the LSC pool expands and competes for
 niche slots. From 4 LSCs in the 32^3 test box, leukemic cells pass 80% of marrow cells on days
-22-25 (seeds 1-3), inside the MLL-AF9 window of 3-5 weeks [3b].
+22-25 (seeds 1-3), inside the MLL-AF9 window of 3-5 weeks (recipients moribund by week 4, Blood 2013, 122:2888).
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ class DivisionConfig(Section):
     """Division rates and their oxygen dependence."""
 
     hsc_rate_per_day: float = Field(
-        0.05, ge=0.0, le=10.0, description="HSC division rate, active HSCs 1/20 d (Wilson 2008; [7])."
+        0.05, ge=0.0, le=10.0, description="HSC division rate, active HSCs 1/20 d (Wilson 2008; Shepherd 2007: once per 2.5 weeks)."
     )
     progenitor_rate_per_day: float = Field(
         1.0, ge=0.0, le=24.0, description="Progenitor division rate, transit amplification (assumption)."
@@ -50,18 +50,18 @@ class DivisionConfig(Section):
         40.0,
         gt=0.0,
         le=1000.0,
-        description="Blast cell-cycle time Tc: human AML median 48 h, range 11.5-211 h (Raza 1991; [3b]); "
+        description="Blast cell-cycle time Tc: human AML median 48 h, range 11.5-211 h (Raza 1991); "
         "calibrated to 40 h so a few LSCs take over a mouse marrow in 3-5 weeks (MLL-AF9, PMC3799001).",
     )
     lsc_fraction_of_blast_rate: float = Field(
         0.5,
         ge=0.0,
         le=1.0,
-        description="LSC division rate as a fraction of the blast rate: 10-25% in human AML (Jordan & Guzman 2004; [7], "
-        "assumption); calibrated to 50% for the mouse MLL-AF9 time course (its LSCs are frequent and cycling, Krivtsov 2006).",
+        description="LSC division rate as a fraction of the blast rate: 10-25% in human AML (assumption; LSCs "
+        "mostly quiescent, Jordan & Guzman 2004); calibrated to 50% for the mouse MLL-AF9 time course (its LSCs are frequent and cycling, Krivtsov 2006).",
     )
     s_phase_hours: float = Field(
-        12.0, gt=0.0, le=1000.0, description="S-phase duration Ts, median 12 h (Raza 1991; [3b])."
+        12.0, gt=0.0, le=1000.0, description="S-phase duration Ts, median 12 h (Raza 1991)."
     )
     lodged_division_multiplier: float = Field(
         0.5,
@@ -70,9 +70,9 @@ class DivisionConfig(Section):
         description="Division-rate factor of lodged stem cells: niche-induced quiescence (Kunisaki 2013, qualitative; assumption).",
     )
     hif_p50_mmHg: float = Field(
-        13.0, gt=0.0, le=100.0, description="Half-maximal pO2 of the HIF response h(P) (Jiang 1996; [1d, 7])."
+        13.0, gt=0.0, le=100.0, description="Half-maximal pO2 of the HIF response h(P) (Jiang 1996: 11-15 mmHg)."
     )
-    hif_hill: float = Field(3.0, gt=0.0, le=10.0, description="Hill exponent of h(P) ([7]).")
+    hif_hill: float = Field(3.0, gt=0.0, le=10.0, description="Hill exponent of h(P) (assumption: HIF-1 rises steeply below its half-maximum, Jiang 1996).")
     normal_hypoxia_sensitivity: float = Field(
         0.8,
         ge=0.0,
@@ -106,7 +106,7 @@ class FateConfig(Section):
         0.75,
         ge=0.0,
         le=1.0,
-        description="P(an LSC daughter is an LSC), above the HSC's (Stiehl & Marciniak-Czochra [5]; assumption). "
+        description="P(an LSC daughter is an LSC), above the HSC's (Stiehl & Marciniak-Czochra, arXiv:1907.02842: LSC self-renewal drives clonal selection; assumption). "
         "Calibrated so the LSC pool expands and competes visibly for niches, as MLL-AF9's frequent LSCs do (Krivtsov 2006).",
     )
     lsc_free_self_renewal_factor: float = Field(
@@ -143,7 +143,7 @@ class FateConfig(Section):
         if self.lsc_self_renewal_probability <= self.hsc_self_renewal_probability:
             raise ValueError(
                 "lsc_self_renewal_probability must be above hsc_self_renewal_probability "
-                "(model brief section 4)"
+                "(LSCs self-renew more than HSCs: docs/model.md section 4.4)"
             )
         return self
 
@@ -157,10 +157,10 @@ class DrugKillConfig(Section):
     """
 
     cytarabine_kmax_per_day: float = Field(
-        3.0, ge=0.0, le=100.0, description="Maximal ara-C kill rate of S-phase cells, 1-3/day (Jusko 1973 form; [7])."
+        3.0, ge=0.0, le=100.0, description="Maximal ara-C kill rate of S-phase cells, 1-3/day (kill form Jusko 1973; the rate is an assumption)."
     )
     cytarabine_ec50_uM: float = Field(
-        0.1, gt=0.0, le=1000.0, description="Ara-C half-maximal concentration (~0.1 uM; [7]; UNVERIFIED for blasts)."
+        0.1, gt=0.0, le=1000.0, description="Ara-C half-maximal concentration (~0.1 uM, an estimate within 0.01-1 uM; UNVERIFIED for blasts)."
     )
     cytarabine_division_arrest: float = Field(
         0.8,
@@ -168,7 +168,7 @@ class DrugKillConfig(Section):
         le=1.0,
         description="Largest fraction of divisions cytarabine blocks (ara-CTP halts DNA synthesis, so S-phase "
         "cells stall rather than divide; SmPC mechanism), scaled by C/(EC50 + C). Assumption, calibrated so "
-        "7+3 cuts blasts by 2-3 logs (parameters.md 7).",
+        "7+3 cuts blasts by 2-3 logs (an assumption consistent with CR rates of 57-83%, Fernandez 2009, Lee 2011).",
     )
     daunorubicin_kmax_per_day: float = Field(
         1.5, ge=0.0, le=100.0, description="Maximal daunorubicin kill rate of cycling cells (assumption)."
@@ -193,7 +193,7 @@ class NicheDynamicsConfig(Section):
         0.02,
         ge=0.0,
         le=24.0,
-        description="Release (egress) rate of lodged stem cells, 1-5%/day (Bhattacharya 2009; [3a, 7]).",
+        description="Release (egress) rate of lodged stem cells, 1-5%/day (Bhattacharya 2009).",
     )
     readhesion_time_hours: float = Field(
         12.0,
@@ -270,7 +270,7 @@ class CellsConfig(Section):
         description="Extra death rate below the severe threshold; leukemic cells tolerate hypoxia (assumption).",
     )
     severe_hypoxia_threshold_mmHg: float = Field(
-        3.0, ge=0.0, le=100.0, description="pO2 below which severe-hypoxia death applies (Secomb 1995; [1d])."
+        3.0, ge=0.0, le=100.0, description="pO2 below which severe-hypoxia death applies (Secomb 1995)."
     )
     division: DivisionConfig = Field(default_factory=DivisionConfig, description="Division rates.")
     fate: FateConfig = Field(default_factory=FateConfig, description="Daughter fates, competition.")

@@ -34,7 +34,7 @@ PK parameters live in ``[therapy.agents.<agent>]``; a table given there changes 
 keys it names (see :class:`PKAgents`). The plasma model itself is in
 :mod:`marrow3d.pharmacology`.
 
-Sources of the defaults: ``parameters.md`` section 4 (cited per field); values marked
+Sources of the defaults are cited per field (drug labels, SmPCs, PK studies); values marked
 *assumption* or *calibrated* are ours and are explained in the field's description.
 """
 
@@ -220,7 +220,7 @@ def _cytarabine() -> AgentPK:
         model="two_compartment",
         half_life_alpha_h=0.2,  # 12 min (Ho & Frei 1971)
         half_life_beta_h=111.0 / 60.0,  # 111 min (Ho & Frei 1971)
-        # No A/B split is published in parameters.md; 0.9 makes about half of the steady-state
+        # Ho & Frei 1971 give no A/B split; 0.9 makes about half of the steady-state
         # level fall with the 12-min phase after an infusion stops (assumption).
         fraction_alpha=0.9,
         # Calibrated: 200 mg/m^2/day CI -> Css 0.30 uM (Fleming 1995, measured CL 134 +- 71).
@@ -233,11 +233,11 @@ def _cytarabine() -> AgentPK:
 def _daunorubicin() -> AgentPK:
     return AgentPK(
         model="two_compartment",
-        # 45 min initial phase (US label); parameters.md gives only the terminal phase.
+        # 45 min initial phase (US label).
         half_life_alpha_h=0.75,
         half_life_beta_h=18.5,  # Davis drug guide; Swiss label 19 h
         # Assumption: puts ~0.9 uM at the end of a 60 mg/m^2 push, ~0.04 uM in the terminal
-        # phase (peak plasma concentration is an open item in parameters.md section 8).
+        # phase (no measured peak plasma concentration was found).
         fraction_alpha=0.95,
         volume_L_per_kg=39.0,  # Swiss label; renal drug handbook 39.2 L/kg
         molar_mass_g_per_mol=527.52,  # doses are stated as daunorubicin base
@@ -261,8 +261,8 @@ def _plerixafor() -> AgentPK:
 def _deferoxamine() -> AgentPK:
     return AgentPK(
         model="two_compartment",
-        half_life_alpha_h=1.0,  # UNVERIFIED estimate (parameters.md 4c)
-        half_life_beta_h=6.0,  # UNVERIFIED estimate (parameters.md 4c)
+        half_life_alpha_h=1.0,  # UNVERIFIED estimate (DFO SmPC: biphasic, short; no values)
+        half_life_beta_h=6.0,  # UNVERIFIED estimate (DFO SmPC: biphasic, short; no values)
         fraction_alpha=0.9,  # assumption: "short half-life", most drug leaves in the fast phase
         # Calibrated: 10 mg/kg i.m. peaks at 15.5 uM at 30 min (DFO SmPC), with the absorption
         # half-life below.
@@ -561,11 +561,11 @@ class PlerixaforEffect(Section):
     ``m(Ce) = 1 + (max - 1) Ce^n / (EC50^n + Ce^n)`` of the effect-site concentration ``Ce``,
     which lags plasma by a first-order link (``effect_delay_half_life_h``). Calibrated with the
     default PK so that after 0.24 mg/kg s.c. the multiplier peaks (~9x) near 3 h and is back to
-    within ~2% of baseline excess by 12 h (Nervi 2009 AMD3100 kinetics; parameters.md 4c, 7).
+    within ~2% of baseline excess by 12 h (Nervi 2009 AMD3100 kinetics).
     """
 
     max_release_multiplier: float = Field(
-        10.0, ge=1.0, description="Release-rate multiplier at saturating concentration (parameters.md 7: ~10x)."
+        10.0, ge=1.0, description="Release-rate multiplier at saturating concentration (~10x; Nervi 2009: circulating blasts x9)."
     )
     ec50_uM: float = Field(0.6, gt=0.0, description="Effect-site concentration of half effect (calibrated).")
     hill: float = Field(
@@ -589,7 +589,7 @@ class DeferoxamineEffect(Section):
     """
 
     max_protection_fraction: float = Field(
-        0.8, ge=0.0, le=1.0, description="Largest fraction of the vessel-loss rate removed (parameters.md 7: x0.2)."
+        0.8, ge=0.0, le=1.0, description="Largest fraction of the vessel-loss rate removed (assumption: loss x0.2 on drug; Duarte 2018 qualitative)."
     )
     ec50_uM: float = Field(3.0, gt=0.0, description="Concentration of half the maximal protection (assumption).")
     hill: float = Field(2.0, gt=0.0, description="Hill coefficient (assumption).")

@@ -1,6 +1,6 @@
 """``[transport.*]``: oxygen, drug and remodeling-signal fields and their solver.
 
-Every field obeys the same quasi-steady operator (model-brief section 3)::
+Every field obeys the same quasi-steady operator (docs/model.md section 2)::
 
     div(D grad u) - k u - R(u) + E (u_blood - u) + S = 0
 
@@ -74,7 +74,7 @@ class OxygenConfig(Section):
     """Oxygen partial pressure field (mmHg) with Michaelis-Menten consumption."""
 
     diffusivity_um2_per_min: float = Field(
-        1.2e5, gt=0.0, description="O2 diffusivity in marrow and blood (2000 um^2/s; parameters.md 1b)."
+        1.2e5, gt=0.0, description="O2 diffusivity in marrow and blood (2000 um^2/s, water at 25 C: Crank, The Mathematics of Diffusion)."
     )
     diffusivity_map: str | None = Field(
         None,
@@ -99,7 +99,7 @@ class OxygenConfig(Section):
         description="Exchange rate E0 of a healthy vessel voxel for O2 (perfusion-limited; assumption).",
     )
     decay_per_min: float = Field(0.0, ge=0.0, description="Bulk O2 decay (0: consumption only).")
-    hypoxic_mmHg: float = Field(10.0, gt=0.0, description="'Hypoxic' threshold for metrics (parameters.md 1d).")
+    hypoxic_mmHg: float = Field(10.0, gt=0.0, description="'Hypoxic' threshold for metrics (the lowest mouse-marrow pO2 measured is 9.9 mmHg, Spencer 2014; HIF-1 is half-maximal at 11-15 mmHg, Jiang 1996).")
     severe_hypoxic_mmHg: float = Field(3.0, gt=0.0, description="'Severe' hypoxia threshold (Secomb 1995).")
 
 
@@ -124,17 +124,17 @@ class DrugConfig(Section):
 
 def _cytarabine() -> DrugConfig:
     return DrugConfig(
-        diffusivity_um2_per_min=1.2e4,  # Stokes-Einstein estimate with tortuosity (parameters.md 7)
+        diffusivity_um2_per_min=1.2e4,  # Stokes-Einstein estimate (Schmidt & Wittrup 2009) with tortuosity
         decay_per_min=0.005,  # cytidine deaminase activity in tissue (assumption)
     )
 
 
 def _daunorubicin() -> DrugConfig:
     return DrugConfig(
-        diffusivity_um2_per_min=7.0e3,  # doxorubicin tumour-cord value (parameters.md 4d)
+        diffusivity_um2_per_min=7.0e3,  # doxorubicin tumour-cord model (Eikenberry 2009)
         decay_per_min=0.0,
-        # Saturable uptake Vmax/KE at 1e12 cells/L (doxorubicin tumour-cord values, parameters.md
-        # 4d) is ~13 /min per cell-filled voxel: anthracyclines reach only ~25 um from a vessel.
+        # Saturable uptake Vmax/KE at 1e12 cells/L (doxorubicin tumour-cord model,
+        # Eikenberry 2009) is ~13 /min per cell-filled voxel: anthracyclines reach only ~25 um from a vessel.
         uptake_per_min=PerCellType(hsc=5.0, progenitor=10.0, lsc=5.0, blast=10.0),
     )
 

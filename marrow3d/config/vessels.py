@@ -12,7 +12,8 @@ voxel and K = ``signal_half_saturation_su``:
 * below ``integrity_floor`` a vessel stops exchanging and its niche slots stop working.
 
 ``p_DFO`` is the deferoxamine protection fraction from ``[therapy.deferoxamine]``. The loss
-rates are free parameters (parameters.md 7: "e.g. 50% loss over 2-3 weeks of high burden").
+rates are free parameters: Duarte 2018 shows progressive endosteal vessel loss but no rate
+(assumed: about 50% loss over 2-3 weeks of high burden).
 """
 
 from __future__ import annotations
@@ -33,8 +34,8 @@ class VesselsConfig(Section):
         0.08,
         ge=0.0,
         le=24.0,
-        description="Arteriole integrity loss per day at saturating signal (parameters.md 7: free, e.g. ~50% "
-        "over 2-3 weeks of high burden; UNVERIFIED). Calibrated so endosteal arterioles fail before sinusoids "
+        description="Arteriole integrity loss per day at saturating signal (a free parameter: Duarte 2018 "
+        "reports progressive endosteal loss without a rate; assumed ~50% over 2-3 weeks of high burden, UNVERIFIED). Calibrated so endosteal arterioles fail before sinusoids "
         "change and the self-reinforcing stage follows takeover (tests/test_calibration.py).",
     )
     sinusoid_loss_rate_per_day: float = Field(
