@@ -77,6 +77,7 @@ def build_simulation(model, cfg: SimulationConfig, out_dir: Path, backend_name: 
     from . import __version__
     from .output.checkpointer import Checkpointer
     from .output.run_writer import RunWriter
+    from .provenance import provenance
     from .schedules import AnyOf, Never, TimeInterval, WallTimeInterval
     from .simulation import Simulation
 
@@ -87,6 +88,7 @@ def build_simulation(model, cfg: SimulationConfig, out_dir: Path, backend_name: 
         "backend": backend_name,
         "marrow3d_version": __version__,
         "anatomy_fingerprint": model.anatomy.fingerprint(),
+        **provenance(),
     }
     stop = cfg.run.days * 24.0 if stop_time_h is None else stop_time_h
     sim = Simulation(model, stop_time_h=stop, progress=progress)

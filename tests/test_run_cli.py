@@ -52,6 +52,38 @@ def test_run_writes_the_output_contract(tiny_run):
     assert (tiny_run / "checkpoint.h5").exists()
 
 
+def test_meta_records_provenance(tiny_run):
+    """/meta of run.h5 and of the checkpoint name the software, the source commit, host and command."""
+    import platform
+    import socket
+
+    import scipy
+
+    from marrow3d.kernels.ti_compat import library_version
+
+    head = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "HEAD"], capture_output=True, text=True)
+    for name in ("run.h5", "checkpoint.h5"):
+        with h5py.File(tiny_run / name, "r") as h5:
+            meta = {k: (v.decode() if isinstance(v, bytes) else v) for k, v in h5["meta"].attrs.items()}
+        assert meta["kernel_compiler"] == f"quadrants {library_version()}", name
+        assert meta["numpy_version"] == np.__version__ and meta["scipy_version"] == scipy.__version__
+        assert meta["h5py_version"] == h5py.__version__ and meta["hdf5_version"] == h5py.version.hdf5_version
+        assert meta["python_version"] == platform.python_version()
+        assert meta["host"] == socket.gethostname()
+        assert meta["command_line"].endswith(f"run {TINY} --days 0.5 --out {tiny_run}"), meta["command_line"]
+        if head.returncode == 0:  # tests run from a checkout
+            assert meta["git_commit"].removesuffix("-dirty") == head.stdout.strip()
+
+
+def test_version_option():
+    from marrow3d import __version__
+    from marrow3d.kernels.ti_compat import library_version
+
+    result = CliRunner().invoke(app, ["--version"])
+    assert result.exit_code == 0
+    assert result.stdout.startswith(f"marrow3d {__version__} (quadrants {library_version()}")
+
+
 def test_config_show_round_trip_gives_identical_anatomy(tiny_run, tmp_path):
     shown = _cli("config", "show", str(TINY), "--set", "run.days=0.5", cwd=tmp_path).stdout
     cfg = tmp_path / "x.toml"

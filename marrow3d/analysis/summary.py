@@ -44,6 +44,17 @@ def summary_table(run) -> Table:
     table.add_column("value", overflow="fold")
     table.add_row("schema version", str(meta.get("schema_version", "?")))
     table.add_row("written by", f"marrow3d {meta.get('marrow3d_version', '?')} on {meta.get('backend', '?')}")
+    software = [str(meta[k]) for k in ("kernel_compiler",) if meta.get(k)]
+    software += [f"{k.removesuffix('_version')} {meta[k]}" for k in ("python_version", "numpy_version",
+                                                                        "h5py_version") if meta.get(k)]
+    if software:
+        table.add_row("software", ", ".join(software))
+    if meta.get("git_commit"):
+        table.add_row("git commit", str(meta["git_commit"]))
+    if meta.get("host"):
+        table.add_row("host", str(meta["host"]))
+    if meta.get("command_line"):
+        table.add_row("command", str(meta["command_line"]))
     if meta.get("created"):
         table.add_row("created", str(meta["created"]))
     table.add_row("seed", str(meta.get("seed", "?")))

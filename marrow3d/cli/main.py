@@ -26,6 +26,23 @@ anatomy_app = typer.Typer(help="Inspect generated or imported marrow anatomy.", 
 app.add_typer(config_app, name="config")
 app.add_typer(anatomy_app, name="anatomy")
 
+
+def _print_version(value: bool) -> None:
+    if value:
+        from ..provenance import version_line
+
+        typer.echo(version_line())
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(
+    version: bool = typer.Option(False, "--version", callback=_print_version, is_eager=True,
+                                 help="Print the version (and the kernel compiler's, and the git commit "
+                                      "when run from a checkout) and exit."),
+) -> None:
+    """GPU-accelerated 3D simulator of the leukemic bone-marrow niche."""
+
 ConfigArg = typer.Argument(None, help="TOML config file; the embedded default when omitted.", show_default=False)
 SetOpt = typer.Option(None, "--set", "-s", help="Override a value: section.key=value (repeatable).")
 BackendOpt = typer.Option(None, "--backend", "-b", help="auto | cpu | cuda | vulkan (default: from config, 'auto').")

@@ -23,6 +23,9 @@ log = logging.getLogger(__name__)
 
 RUN_FILE_NAME = "run.h5"
 _TS_CHUNK = 1024
+#: /meta attributes rewritten when a run ends (after a resume they describe the last leg).
+_LAST_LEG_KEYS = ("kernel_compiler", "git_commit", "python_version", "numpy_version", "scipy_version",
+                  "h5py_version", "pydantic_version", "hdf5_version", "host", "platform", "command_line")
 
 
 class RunWriter:
@@ -190,8 +193,11 @@ class RunWriter:
             state.attrs["iteration"] = np.int64(model.clock.iteration)
             state.attrs["time_h"] = float(model.clock.time_h)
             state.attrs["complete"] = bool(ok)
-            # a resumed run may have extended run.days: the stored config is the one that ran last
-            h5["meta"].attrs["config_toml"] = self.meta["config_toml"]
+            # A resumed run may have extended run.days, or run with another marrow3d, on another
+            # host: /meta describes the leg that ran last.
+            for key in ("config_toml", "marrow3d_version", *_LAST_LEG_KEYS):
+                if key in self.meta:
+                    h5["meta"].attrs[key] = self.meta[key]
 
     def prognostic_state(self) -> dict:
         return {"schedule": self.schedule.prognostic_state()}
