@@ -26,6 +26,7 @@ import io
 import logging
 import os
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -183,11 +184,16 @@ def initialize(
     fp64 = precision == "float64"
     if verbose is None:
         verbose = log.isEnabledFor(logging.DEBUG)
+    if not verbose:
+        # The compiler warns through the warnings module too (e.g. "Template mapper caching
+        # disabled" when a dtype is a template argument): performance notes for its own
+        # developers, shown with -v only. initialize() runs once, at an entry point.
+        warnings.filterwarnings("ignore", module=r"quadrants(\.|$)")
     if backend == "auto":
         try:
             _try_init(ti, ti.cuda, None, fp64, debug, verbose)
         except Exception as exc:  # no driver, no device: auto means "CPU then"
-            log.info("CUDA unavailable (%s); using the CPU backend", exc)
+            log.debug("CUDA unavailable (%s); using the CPU backend", exc)
             _try_init(ti, ti.cpu, threads, fp64, debug, verbose)
     else:
         try:
@@ -207,7 +213,7 @@ def initialize(
     )
     if backend in ("cuda", "vulkan") and info.name != backend:
         raise BackendError(f"backend {backend!r} was requested but the kernels started on {arch!r}")
-    log.info("compute backend: %s (requested %s; %s)", info.name, backend, info.library)
+    log.debug("compute backend: %s (requested %s; %s)", info.name, backend, info.library)
     return info
 
 

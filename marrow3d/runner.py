@@ -72,8 +72,12 @@ def make_model(cfg: SimulationConfig, out_dir: Path | None = None):
 
 
 def build_simulation(model, cfg: SimulationConfig, out_dir: Path, backend_name: str, *, resume: bool = False,
-                     stop_time_h: float | None = None, progress: bool = True):
-    """A Simulation with the run-file writer and the checkpointer of ``cfg.output``."""
+                     stop_time_h: float | None = None, progress=True):
+    """A Simulation with the run-file writer and the checkpointer of ``cfg.output``.
+
+    ``progress`` is handed to :class:`~marrow3d.simulation.Simulation`: a reporter
+    (:mod:`marrow3d.progress`), True for periodic log lines, False for none.
+    """
     from . import __version__
     from .output.checkpointer import Checkpointer
     from .output.run_writer import RunWriter
@@ -115,8 +119,10 @@ def _prepare_new_dir(out_dir: Path) -> None:
     out_dir.mkdir(parents=True, exist_ok=True)
 
 
-def run_simulation(cfg: SimulationConfig, out_dir: Path | None = None, *, progress: bool = True):
+def run_simulation(cfg: SimulationConfig, out_dir: Path | None = None, *, progress=True):
     """Run ``cfg`` from t = 0 into ``out_dir`` (default ``runs/<timestamp>``).
+
+    ``progress``: a reporter (:mod:`marrow3d.progress`), True (a log line every 30 s) or False.
 
     Returns
     -------
@@ -132,13 +138,13 @@ def run_simulation(cfg: SimulationConfig, out_dir: Path | None = None, *, progre
     info = ensure_backend(cfg)
     if info.name == "cuda":
         check_memory(shape, cfg.run.precision, "cuda")
-    log.info("backend %s; grid %s", info.name, "x".join(map(str, shape)))
+    log.debug("backend %s; grid %s", info.name, "x".join(map(str, shape)))
     _prepare_new_dir(out_dir)
     (out_dir / "config.toml").write_text(cfg.to_toml(), encoding="utf-8")
     model = make_model(cfg, out_dir)
     sim = build_simulation(model, cfg, out_dir, info.name, progress=progress)
     status = sim.run()
-    return RunResult(out_dir, status)
+    return RunResult(out_dir, status, info.name)
 
 
 def _grid_shape(cfg: SimulationConfig):
@@ -152,14 +158,16 @@ def _grid_shape(cfg: SimulationConfig):
 class RunResult:
     """Where a run wrote its output and how it ended."""
 
-    def __init__(self, directory: Path, status) -> None:
+    def __init__(self, directory: Path, status, backend: str | None = None) -> None:
         self.directory = Path(directory)
         self.status = status
+        self.backend = backend
 
     def __str__(self) -> str:
         s = self.status
+        on = f" on {self.backend}" if self.backend else ""
         return (f"{self.directory} ({s.reason}: step {s.iteration}, day {s.time_h / 24:.2f}, "
-                f"{s.wall_s:.1f} s wall)")
+                f"{s.wall_s:.1f} s wall{on})")
 
     __repr__ = __str__
 
@@ -234,7 +242,7 @@ def _model_from_checkpoint(cfg: SimulationConfig, state: dict, out_dir: Path):
 
 
 def resume_run(run_dir: Path, days: float | None = None, *, backend: str | None = None,
-               threads: int | None = None, progress: bool = True) -> RunResult:
+               threads: int | None = None, progress=True) -> RunResult:
     """Continue the run in ``run_dir`` from its newest checkpoint.
 
     Parameters
@@ -274,10 +282,10 @@ def resume_run(run_dir: Path, days: float | None = None, *, backend: str | None 
         log.warning("the checkpoint is already at day %.2f >= run.days = %.2f: nothing to do; pass --days",
                     model.clock.time_h / 24, cfg.run.days)
     status = sim.run()
-    return RunResult(run_dir, status)
+    return RunResult(run_dir, status, info.name)
 
 
-def branch_run(src_dir: Path, new_dir: Path, overrides: list[str], *, progress: bool = True) -> RunResult:
+def branch_run(src_dir: Path, new_dir: Path, overrides: list[str], *, progress=True) -> RunResult:
     """Start a new run in ``new_dir`` from the newest checkpoint of ``src_dir``, with changes.
 
     Only keys under :data:`BRANCHABLE_PREFIXES` may change; dosing events must not start
@@ -312,7 +320,7 @@ def branch_run(src_dir: Path, new_dir: Path, overrides: list[str], *, progress: 
     sim.output_writers["run"].meta["branched_from"] = str(src_dir.resolve())
     sim.output_writers["run"].meta["branch_time_h"] = t_branch_h
     status = sim.run()
-    return RunResult(new_dir, status)
+    return RunResult(new_dir, status, info.name)
 
 
 def _event_start_h(event) -> float:

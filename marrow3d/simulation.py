@@ -1,15 +1,15 @@
-"""The clock-driven loop: stop criteria, scheduled output writers and callbacks, progress.
+"""The clock-driven loop: stop criteria, scheduled output writers and callbacks.
 
 ``MarrowModel`` owns state and physics (no I/O, no stop logic); ``Simulation`` owns the loop.
 Output writers are objects with a ``schedule`` and ``write(simulation)``; a ``Checkpointer`` is
-just a writer that also knows how to pick up.
+just a writer that also knows how to pick up. Progress is shown by a reporter handed in by the
+caller (:mod:`marrow3d.progress`; the command line hands in a rich bar on a terminal).
 """
 
 from __future__ import annotations
 
 import logging
 import math
-import sys
 import time
 from dataclasses import dataclass
 from typing import Any, Callable
@@ -61,19 +61,24 @@ class Simulation:
         Stop at this iteration count.
     wall_time_limit_s : float, optional
         Stop (after writing a checkpoint) once this much wall time has passed.
-    progress : bool
-        Show a rich progress bar on a terminal; plain log lines otherwise.
+    progress : ProgressReporter or bool or None
+        Who shows progress (:class:`marrow3d.progress.ProgressReporter`); ``True`` logs a
+        line every 30 s (:class:`marrow3d.progress.LogProgress`); ``False``/None: nobody.
     """
 
     def __init__(self, model, *, stop_time_h: float = math.inf, stop_iteration: int | None = None,
-                 wall_time_limit_s: float | None = None, progress: bool = True) -> None:
+                 wall_time_limit_s: float | None = None, progress=None) -> None:
         if math.isinf(stop_time_h) and stop_iteration is None and wall_time_limit_s is None:
             raise ValueError("Simulation needs a stop criterion: stop_time_h, stop_iteration or wall_time_limit_s")
         self.model = model
         self.stop_time_h = stop_time_h
         self.stop_iteration = stop_iteration
         self.wall_time_limit_s = wall_time_limit_s
-        self.progress = progress
+        if progress is True:
+            from .progress import LogProgress
+
+            progress = LogProgress()
+        self.progress = progress or None
         self.output_writers: dict[str, Any] = {}
         self.callbacks: dict[str, Callback] = {}
         self._wall_start = 0.0
@@ -125,7 +130,8 @@ class Simulation:
             return "wall_time"
         return None
 
-    def _total_steps(self) -> int | None:
+    def total_steps(self) -> int | None:
+        """The iteration at which the stop criteria end the run (None: wall time only)."""
         dt = self.model.clock.dt_h
         total = None
         if not math.isinf(self.stop_time_h):
@@ -151,8 +157,11 @@ class Simulation:
             if hasattr(sched, "prime"):
                 sched.prime(self.model)
         reason = "finished"
+        progress = self.progress
         try:
-            with _Progress(self, enabled=self.progress) as bar:
+            if progress is not None:
+                progress.start(self)
+            try:
                 while True:
                     stop = self._should_stop()
                     if stop:
@@ -166,7 +175,11 @@ class Simulation:
                     for w in self.output_writers.values():
                         if w.schedule(self.model):
                             w.write(self)
-                    bar.update()
+                    if progress is not None:
+                        progress.update(self)
+            finally:
+                if progress is not None:
+                    progress.stop(self)
         except KeyboardInterrupt:
             reason = "interrupted"
             log.warning("interrupted at step %d: writing a checkpoint", self.model.clock.iteration)
@@ -183,60 +196,3 @@ class Simulation:
         clock = self.model.clock
         return RunStatus(reason, clock.iteration, clock.time_h, time.monotonic() - self._wall_start)
 
-
-class _Progress:
-    """Rich progress bar on a terminal, a log line per simulated day otherwise."""
-
-    def __init__(self, sim: Simulation, enabled: bool) -> None:
-        self.sim = sim
-        self.enabled = enabled
-        self.tty = sys.stderr.isatty()
-        self._bar = None
-        self._task = None
-        self._last_day = -1
-        self._t0 = time.monotonic()
-        self._steps0 = sim.model.clock.iteration
-
-    def __enter__(self) -> "_Progress":
-        if self.enabled and self.tty:
-            from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
-
-            from .cli.common import err_console
-
-            self._bar = Progress(
-                TextColumn("[bold]day {task.fields[day]:6.2f}"),
-                BarColumn(),
-                TextColumn("{task.completed}/{task.total} steps"),
-                TextColumn("{task.fields[rate]:5.1f} steps/s"),
-                TextColumn("{task.fields[info]}"),
-                TimeRemainingColumn(),
-                console=err_console,
-                transient=False,
-            )
-            self._bar.__enter__()
-            total = self.sim._total_steps()
-            self._task = self._bar.add_task(
-                "run", total=total, completed=self.sim.model.clock.iteration, day=self.sim.model.clock.time_h / 24,
-                rate=0.0, info="",
-            )
-        return self
-
-    def update(self) -> None:
-        if not self.enabled:
-            return
-        model = self.sim.model
-        clock = model.clock
-        elapsed = max(time.monotonic() - self._t0, 1e-9)
-        rate = (clock.iteration - self._steps0) / elapsed
-        info = model.progress_summary() if hasattr(model, "progress_summary") else ""
-        if self._bar is not None:
-            self._bar.update(self._task, completed=clock.iteration, day=clock.time_h / 24, rate=rate, info=info)
-        else:
-            day = int(clock.time_h // 24 + 1e-9)
-            if day != self._last_day:
-                self._last_day = day
-                log.info("day %.2f  step %d  %.1f steps/s  %s", clock.time_h / 24, clock.iteration, rate, info)
-
-    def __exit__(self, *exc) -> None:
-        if self._bar is not None:
-            self._bar.__exit__(*exc)

@@ -67,8 +67,9 @@ def _assert_same_file(a: Path, b: Path, skip_attrs: set[str]) -> None:
 
 
 #: Attributes allowed to differ: the creation time stamps.
-_RUN_SKIP = {"/meta@created"}
-_CKPT_SKIP = {"/meta@created"}
+# when the file was made and by which command (run, or resume) legitimately differ
+_RUN_SKIP = {"/meta@created", "/meta@command_line"}
+_CKPT_SKIP = {"/meta@created", "/meta@command_line"}
 
 
 @pytest.fixture(scope="module")

@@ -27,8 +27,20 @@ def _cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory) -> Path:
     tmp = tmp_path_factory.mktemp("tiny")
-    _cli("run", str(TINY), "--days", "0.5", "--out", str(tmp / "run"), cwd=tmp)
+    proc = _cli("run", str(TINY), "--days", "0.5", "--out", str(tmp / "run"), cwd=tmp)
+    (tmp / "stderr.txt").write_text(proc.stderr)
+    (tmp / "stdout.txt").write_text(proc.stdout)
     return tmp / "run"
+
+
+def test_run_is_quiet_by_default(tiny_run):
+    """Off a terminal: progress log lines with an ETA on stderr, one 'done' line on stdout and
+    nothing else (no compiler banner, warnings or backend chatter; those come with -v)."""
+    err = (tiny_run.parent / "stderr.txt").read_text().splitlines()
+    assert err and all(" INFO marrow3d.progress: day " in line and " ETA " in line for line in err), err
+    assert len(err) <= 3  # the first step, maybe one periodic line, the last step
+    out = (tiny_run.parent / "stdout.txt").read_text().splitlines()
+    assert len(out) == 1 and out[0].startswith("done: ") and "on cpu" in out[0]
 
 
 def test_run_writes_the_output_contract(tiny_run):

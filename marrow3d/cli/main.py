@@ -11,7 +11,8 @@ from typing import List, Optional
 
 import typer
 
-from .common import cli_errors, console, resolve_config, setup_logging
+from .common import cli_errors, console, err_console, resolve_config, setup_logging
+from .progress import make_progress
 
 app = typer.Typer(
     name="marrow3d",
@@ -47,6 +48,8 @@ ConfigArg = typer.Argument(None, help="TOML config file; the embedded default wh
 SetOpt = typer.Option(None, "--set", "-s", help="Override a value: section.key=value (repeatable).")
 BackendOpt = typer.Option(None, "--backend", "-b", help="auto | cpu | cuda | vulkan (default: from config, 'auto').")
 ThreadsOpt = typer.Option(None, "--threads", "-t", help="CPU threads (results do not depend on it).")
+VerboseOpt = typer.Option(False, "--verbose", "-v",
+                          help="Details: debug logging and the kernel compiler's own messages and warnings.")
 
 
 @app.command()
@@ -59,7 +62,7 @@ def run(
     seed: Optional[int] = typer.Option(None, "--seed", help="Run seed (overrides run.seed)."),
     backend: Optional[str] = BackendOpt,
     threads: Optional[int] = ThreadsOpt,
-    verbose: bool = typer.Option(False, "--verbose", "-v", help="Debug logging."),
+    verbose: bool = VerboseOpt,
 ) -> None:
     """Run a simulation and write DIR/run.h5.
 
@@ -69,8 +72,8 @@ def run(
 
     setup_logging(verbose)
     cfg = resolve_config(config, set_, days=days, seed=seed, backend=backend, threads=threads)
-    result = run_simulation(cfg, out)
-    console.print(f"[green]done[/]: {result}")
+    result = run_simulation(cfg, out, progress=make_progress(err_console))
+    console.print(f"[green]done[/]: {result}", soft_wrap=True)
 
 
 @app.command()
@@ -80,7 +83,7 @@ def resume(
     days: Optional[float] = typer.Option(None, "--days", "-d", help="New total simulated days (default: run.days)."),
     backend: Optional[str] = BackendOpt,
     threads: Optional[int] = ThreadsOpt,
-    verbose: bool = typer.Option(False, "--verbose", "-v", help="Debug logging."),
+    verbose: bool = VerboseOpt,
 ) -> None:
     """Continue a run from its newest checkpoint (bit-identical to a direct run).
 
@@ -89,8 +92,8 @@ def resume(
     from ..runner import resume_run
 
     setup_logging(verbose)
-    result = resume_run(run_dir, days, backend=backend, threads=threads)
-    console.print(f"[green]done[/]: {result}")
+    result = resume_run(run_dir, days, backend=backend, threads=threads, progress=make_progress(err_console))
+    console.print(f"[green]done[/]: {result}", soft_wrap=True)
 
 
 @app.command()
@@ -100,7 +103,7 @@ def branch(
     new_dir: Path = typer.Argument(..., help="New run directory."),
     set_: Optional[List[str]] = SetOpt,
     days: Optional[float] = typer.Option(None, "--days", "-d", help="Total simulated days of the branch."),
-    verbose: bool = typer.Option(False, "--verbose", "-v", help="Debug logging."),
+    verbose: bool = VerboseOpt,
 ) -> None:
     """Start a treatment arm from a checkpoint with changed therapy or parameters.
 
@@ -115,8 +118,8 @@ def branch(
     overrides = list(set_ or [])
     if days is not None:
         overrides.append(f"run.days={days!r}")
-    result = branch_run(run_dir, new_dir, overrides)
-    console.print(f"[green]done[/]: {result}")
+    result = branch_run(run_dir, new_dir, overrides, progress=make_progress(err_console))
+    console.print(f"[green]done[/]: {result}", soft_wrap=True)
 
 
 @app.command()
