@@ -1,7 +1,8 @@
-""".vtkhdf, CSV and Parquet export: read back with VTK's own reader and pandas.
+""".vtkhdf, CSV and Parquet export: read back with VTK's own reader, pyvista and pandas.
 
 One dosed 6-step run of ``configs/tiny.toml`` (snapshots every 8 h, cytarabine included) is
-exported; every time step VTK reads must equal the snapshot it came from, value for value.
+exported; every time step VTK reads must equal the snapshot it came from, value for value;
+pyvista's reader must see the time series; every export must carry units.
 """
 
 from __future__ import annotations
@@ -14,6 +15,11 @@ import pandas as pd
 import pytest
 
 from _dosed_run import DOSED, TINY
+
+#: Exported VTKHDF array names: units in brackets, labels plain.
+VTK_NAMES = {"tissue": "tissue", "niche": "niche", "cells": "cells", "lodged": "lodged",
+             "integrity": "integrity [1]", "oxygen": "oxygen [mmHg]", "signal": "signal [su]",
+             "cytarabine": "cytarabine [uM]"}
 
 
 @pytest.fixture(scope="module")
@@ -52,11 +58,18 @@ def test_vtkhdf_layout(run_dir, tmp_path):
         n = run.n_snapshots
         assert root["Steps"].attrs["NSteps"] == n
         assert list(root["Steps/Values"][()]) == list(run.snapshot_times_h)
-        assert root["CellData/oxygen"].shape == (n, nz, ny, nx)
+        assert root["CellData/oxygen [mmHg]"].shape == (n, nz, ny, nx)
         assert root["CellData/tissue"].shape == (1, nz, ny, nx)
-        assert list(root["Steps/CellDataOffsets/oxygen"][()]) == list(range(n))
+        assert list(root["Steps/CellDataOffsets/oxygen [mmHg]"][()]) == list(range(n))
         assert list(root["Steps/CellDataOffsets/tissue"][()]) == [0] * n
         assert root["CellData/cells"].compression == "gzip" and root["CellData/cells"].shuffle
+        assert sorted(root["CellData"]) == sorted(VTK_NAMES.values())
+        for name, vname in VTK_NAMES.items():  # units and descriptions as HDF5 attributes too
+            ds = root["CellData"][vname]
+            assert ds.attrs["units"] == run.array_units(name) and ds.attrs["description"], name
+        assert root["CellData/cytarabine [uM]"].attrs["units"] == "uM"
+        assert root["CellData/tissue"].attrs["code_bone"] == 1
+        assert root["Steps/Values"].attrs["units"] == "h"
 
 
 def test_vtkhdf_reads_back_every_step(run_dir, tmp_path):
@@ -77,8 +90,7 @@ def test_vtkhdf_reads_back_every_step(run_dir, tmp_path):
         oz, oy, ox = run.origin_um
         assert mesh.origin == pytest.approx((ox - v / 2, oy - v / 2, oz - v / 2), abs=0)
         assert mesh.n_cells == nz * ny * nx
-        names = {"tissue", "niche", "cells", "lodged", "integrity", "oxygen", "signal", "cytarabine"}
-        assert names <= set(mesh.cell_data.keys())
+        assert set(VTK_NAMES.values()) <= set(mesh.cell_data.keys())
         # cell (0, 0, 0) is centred on origin_um (z, y, x)
         assert mesh.cell_centers().points[0] == pytest.approx((ox, oy, oz))
         assert run.n_snapshots == 4
@@ -87,8 +99,8 @@ def test_vtkhdf_reads_back_every_step(run_dir, tmp_path):
             assert step.field_data["Time"][0] == run.snapshot_times_h[k]
             assert np.array_equal(step.cell_data["tissue"], run.tissue.ravel())
             assert np.array_equal(step.cell_data["niche"], run.niche.ravel())
-            for name in names - {"tissue", "niche"}:
-                got, want = step.cell_data[name], run.array(name, k).ravel()
+            for name in set(VTK_NAMES) - {"tissue", "niche"}:
+                got, want = step.cell_data[VTK_NAMES[name]], run.array(name, k).ravel()
                 assert got.dtype == want.dtype and np.array_equal(got, want), (k, name)
         assert run.array("cytarabine", 3).max() > 0  # the dose really is in the exported data
         with pytest.raises(IndexError):
@@ -106,7 +118,7 @@ def test_vtkhdf_matches_to_pyvista(run_dir, tmp_path):
         step = read_vtkhdf_step(path, 2)
         assert grid.dimensions == step.dimensions and grid.bounds == step.bounds
         for name in grid.cell_data.keys():
-            assert np.array_equal(grid.cell_data[name], step.cell_data[name]), name
+            assert np.array_equal(grid.cell_data[name], step.cell_data[VTK_NAMES[name]]), name
 
 
 def test_vtkhdf_appends_the_final_state(run_dir, tmp_path):
@@ -120,7 +132,7 @@ def test_vtkhdf_appends_the_final_state(run_dir, tmp_path):
             assert list(h5["VTKHDF/Steps/Values"][()]) == [0.0, 8.0, 24.0]
         last = read_vtkhdf_step(path, 2)
         for name in ("cells", "lodged", "integrity", "oxygen", "cytarabine"):
-            assert np.array_equal(last.cell_data[name], run.array(name, -1).ravel()), name
+            assert np.array_equal(last.cell_data[VTK_NAMES[name]], run.array(name, -1).ravel()), name
 
 
 def test_vtkhdf_of_a_checkpoint(run_dir, tmp_path):
@@ -133,8 +145,45 @@ def test_vtkhdf_of_a_checkpoint(run_dir, tmp_path):
     mesh = pv.read(path)
     with open_run(run_dir / "checkpoint.h5") as ckpt:
         assert np.array_equal(mesh.cell_data["lodged"], ckpt.lodged().ravel())
-        assert np.array_equal(mesh.cell_data["oxygen"], ckpt.fields()["oxygen"].ravel())
+        assert np.array_equal(mesh.cell_data["oxygen [mmHg]"], ckpt.fields()["oxygen"].ravel())
         assert mesh.field_data["Time"][0] == 24.0
+    reader = pv.get_reader(path)  # one time step: its time comes from the field data
+    assert reader.number_time_points == 1 and reader.time_values == [24.0]
+
+
+def test_pyvista_reader_sees_the_time_series(run_dir, tmp_path):
+    """pyvista.get_reader gives marrow3d's VTKHDF reader (a pyvista TimeReader, registered as a
+    pyvista reader plugin); its time values are the snapshot hours and setting one reads that
+    snapshot. VTK's pipeline (what ParaView's animation uses) reports the same time steps."""
+    import pyvista as pv
+    from vtkmodules.vtkCommonExecutionModel import vtkStreamingDemandDrivenPipeline
+
+    from marrow3d.analysis import open_run
+    from marrow3d.output.export import export_run
+
+    path = export_run(run_dir, "vtkhdf", tmp_path / "run.vtkhdf")
+    reader = pv.get_reader(path)
+    assert isinstance(reader, pv.TimeReader)
+    with open_run(run_dir) as run:
+        times = [float(t) for t in run.snapshot_times_h]
+        assert reader.number_time_points == run.n_snapshots == 4
+        assert reader.time_values == times == [0.0, 8.0, 16.0, 24.0]
+        reader.reader.UpdateInformation()
+        info = reader.reader.GetOutputInformation(0)
+        assert list(info.Get(vtkStreamingDemandDrivenPipeline.TIME_STEPS())) == times
+        for k in (2, 0, 3):
+            reader.set_active_time_value(times[k])
+            assert reader.active_time_value == times[k]
+            mesh = reader.read()
+            for name in ("oxygen", "cytarabine", "cells"):
+                assert np.array_equal(mesh.cell_data[VTK_NAMES[name]], run.array(name, k).ravel()), (k, name)
+        reader.set_active_time_point(1)
+        assert reader.active_time_value == 8.0
+        assert np.array_equal(reader.read().cell_data["lodged"], run.array("lodged", 1).ravel())
+    with pytest.raises(ValueError, match="not one of the file's time values"):
+        reader.set_active_time_value(5.0)
+    with pytest.raises(IndexError):
+        reader.set_active_time_point(4)
 
 
 def test_cli_export_vtkhdf_default_path(run_dir, restore_logging):
@@ -146,12 +195,19 @@ def test_cli_export_vtkhdf_default_path(run_dir, restore_logging):
 def test_cli_export_csv_round_trips(run_dir, tmp_path, restore_logging):
     from marrow3d.analysis import open_run
 
+    from marrow3d.output.export import read_timeseries_csv, split_unit
+
     out = tmp_path / "sub" / "ts.csv"
     result = _cli("export", run_dir, "--format", "csv", "--out", out)
     assert result.exit_code == 0, result.output
-    back = pd.read_csv(out, index_col="time_h")
+    header = out.read_text().splitlines()[0].split(",")
+    assert header[:2] == ["time_h [h]", "day [d]"]
+    assert {"signal_mean [su]", "o2_mean_mmHg [mmHg]", "count_lsc [count]", "leukemic_fraction [1]",
+            "plasma_cytarabine_uM [uM]", "cytarabine_uM_h_blast [uM h]", "stage [code]"} <= set(header)
+    back, units = read_timeseries_csv(out)
     with open_run(run_dir) as run:
         pd.testing.assert_frame_equal(back, run.timeseries, check_exact=True)
+        assert units == {name: split_unit(text)[0] for name, text in run.units.items()}
 
 
 def test_cli_export_parquet(run_dir, tmp_path, restore_logging):
@@ -168,8 +224,31 @@ def test_cli_export_parquet(run_dir, tmp_path, restore_logging):
         assert not out.exists()
         return
     assert result.exit_code == 0, result.output
+    import json
+
+    import pyarrow.parquet as pq
+
+    from marrow3d.output.export import split_unit
+
+    schema = pq.read_schema(out)
     with open_run(run_dir) as run:
         pd.testing.assert_frame_equal(pd.read_parquet(out), run.timeseries, check_exact=True)
+        for name in ["time_h", *run.timeseries.columns]:
+            assert schema.field(name).metadata[b"units"].decode() == split_unit(run.units[name])[0], name
+        assert json.loads(schema.metadata[b"marrow3d"])["seed"] == run.meta["seed"]
+    assert schema.field("signal_mean").metadata == {b"units": b"su"}
+    assert schema.field("stage").metadata[b"units"] == b"code"
+    assert schema.field("stage").metadata[b"description"].startswith(b"0 pre-leukemic")
+    assert schema.field("cytarabine_uM_h_blast").metadata[b"description"] == b"summed over cells"
+
+
+def test_split_unit():
+    from marrow3d.output.export import split_unit
+
+    assert split_unit("mmHg") == ("mmHg", "")
+    assert split_unit("uM h (summed over cells)") == ("uM h", "summed over cells")
+    assert split_unit("0 pre-leukemic, 1 permissive, 2 self-reinforcing") == (
+        "code", "0 pre-leukemic, 1 permissive, 2 self-reinforcing")
 
 
 def test_cli_export_bad_format(run_dir, restore_logging):

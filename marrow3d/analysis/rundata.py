@@ -33,6 +33,10 @@ DRUG_NAMES = ("cytarabine", "daunorubicin")
 LODGED_FLAG = 1
 #: Per-voxel arrays other than the fields: name -> path under ``/state`` of run.h5.
 _LATTICE_STATE = {"cells": "cells", "lodged": "lodged", "integrity": "vessel_integrity"}
+#: Units of the per-voxel arrays as docs/file-format.md states them (used where a file's
+#: datasets carry no ``units`` attribute: checkpoints, and tissue/niche everywhere).
+ARRAY_UNITS = {"tissue": "code", "niche": "code", "cells": "code", "lodged": "flag", "integrity": "1",
+               "oxygen": "mmHg", "signal": "su", "cytarabine": "uM", "daunorubicin": "uM"}
 
 
 class RunDataError(Marrow3DError, LookupError):
@@ -374,6 +378,21 @@ class RunData:
         if arr.dtype == np.float16:
             arr = arr.astype(np.float32)
         return arr
+
+    def array_units(self, name: str) -> str:
+        """Unit of a per-voxel array (``mmHg``, ``su``, ``uM``, ``1``; ``code``/``flag`` for labels).
+
+        Read from the dataset's ``units`` attribute when the file has one, else the unit
+        docs/file-format.md gives the array.
+        """
+        for path in (f"snapshots/{name}", self._state_path(name)):
+            if path and self.kind == "run" and path in self._h5:
+                unit = self._h5[path].attrs.get("units")
+                if unit is not None:
+                    return _decode(unit)
+        if name not in ARRAY_UNITS:
+            raise RunDataError(f"no per-voxel array {name!r} (known: {', '.join(ARRAY_UNITS)})")
+        return ARRAY_UNITS[name]
 
     def fields(self, step: int | None = -1) -> dict[str, np.ndarray]:
         """Continuous fields at ``step``: ``oxygen`` [mmHg], ``signal`` [su], drugs [uM].

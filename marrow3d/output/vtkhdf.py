@@ -5,10 +5,17 @@ Layout (VTKHDF 2.x; ParaView >= 5.12 or VTK >= 9.3 for the time series)::
     /VTKHDF                  attrs Version=[2, 1], Type="ImageData" (ASCII),
                                    WholeExtent=[0, nx, 0, ny, 0, nz] (point extent: voxels are cells),
                                    Origin (x, y, z corner of voxel 0, um), Spacing (um), Direction (identity)
-    /VTKHDF/CellData/<name>  (T, nz, ny, nx) per time step; x fastest
+    /VTKHDF/CellData/<name [unit]>  (T, nz, ny, nx) per time step; x fastest
     /VTKHDF/CellData/tissue, niche   (1, nz, ny, nx): static, every step points at block 0
     /VTKHDF/Steps            attr NSteps = T; Values = time in hours
-    /VTKHDF/Steps/CellDataOffsets/<name>   int64[T]: the step's block index along axis 0
+    /VTKHDF/Steps/CellDataOffsets/<name [unit]>   int64[T]: the step's block index along axis 0
+
+Units are part of the array names, the one place ParaView (array menus, colour-legend titles)
+and pyvista (``cell_data`` keys) show them: ``oxygen [mmHg]``, ``signal [su]``, ``cytarabine
+[uM]``, ``integrity [1]``; label arrays (``tissue``, ``niche``, ``cells``, ``lodged``) keep
+their names and carry their codes as attributes. Every dataset also has the HDF5 attributes
+``units`` and ``description`` (read by h5py, not by VTK). Lengths (origin, spacing) are um and
+time values are hours.
 
 The VTK 9.7 reader wants every array of a temporal file four-dimensional with the time block
 first (a 3-D ``(T*nz, ny, nx)`` array is refused: "Expecting ndims >= 4"), and reads block
@@ -26,9 +33,31 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-__all__ = ["write_vtkhdf", "VTKHDF_VERSION", "read_vtkhdf_step"]
+from ..kernels import codes
+
+__all__ = ["write_vtkhdf", "VTKHDF_VERSION", "read_vtkhdf_step", "vtk_array_name", "ARRAY_DESCRIPTIONS"]
 
 VTKHDF_VERSION = (2, 1)
+
+#: Units that are labels, not quantities: the array keeps its plain name.
+_LABEL_UNITS = ("", "code", "flag")
+#: What each exported array holds (the ``description`` attribute of its dataset).
+ARRAY_DESCRIPTIONS = {
+    "tissue": "tissue label per voxel: " + ", ".join(f"{c} {n}" for c, n in codes.TISSUE_NAMES.items()),
+    "niche": "niche slot kind per voxel: " + ", ".join(f"{c} {n}" for c, n in codes.NICHE_NAMES.items()),
+    "cells": "cell per voxel: 0 empty, 1 HSC, 2 progenitor, 3 LSC, 4 blast",
+    "lodged": "1 where a stem cell holds the niche slot it sits on",
+    "integrity": "vessel integrity (1 intact, 0 lost; 0 off vessels)",
+    "oxygen": "O2 partial pressure",
+    "signal": "remodeling signal secreted by leukemic cells (signal units)",
+    "cytarabine": "cytarabine concentration in tissue",
+    "daunorubicin": "daunorubicin concentration in tissue",
+}
+
+
+def vtk_array_name(name: str, unit: str) -> str:
+    """The exported array name: ``"oxygen [mmHg]"``, or ``name`` for labels and flags."""
+    return name if unit in _LABEL_UNITS else f"{name} [{unit}]"
 
 
 def _chunks(shape: tuple[int, int, int]) -> tuple[int, int, int, int]:
@@ -96,29 +125,36 @@ def write_vtkhdf(run, path: str | Path, *, steps: list[int] | None = None, inclu
             root.attrs["Spacing"] = np.array([v, v, v], dtype=np.float64)
             root.attrs["Direction"] = np.eye(3, dtype=np.float64).ravel()
             cell = root.create_group("CellData")
+            static = (("tissue", run.tissue), ("niche", run.niche))
             if n_steps == 1:
                 # VTK reads a one-step temporal file as static and then rejects 4-D arrays:
                 # write a plain image, with its time as field data.
                 root.create_group("FieldData").create_dataset("Time", data=np.asarray(times, dtype=np.float64))
-                for name, arr in (("tissue", run.tissue), ("niche", run.niche),
-                                  *((n, run.array(n, chosen[0])) for n in names)):
-                    cell.create_dataset(name, data=arr, chunks=_chunks(run.shape)[1:], **opts)
+                for name, arr in (*static, *((n, run.array(n, chosen[0])) for n in names)):
+                    ds = cell.create_dataset(vtk_array_name(name, run.array_units(name)), data=arr,
+                                             chunks=_chunks(run.shape)[1:], **opts)
+                    _describe(ds, name, run.array_units(name))
             else:
                 st = root.create_group("Steps")
                 st.attrs["NSteps"] = np.int64(n_steps)
-                st.create_dataset("Values", data=np.asarray(times, dtype=np.float64))
+                values = st.create_dataset("Values", data=np.asarray(times, dtype=np.float64))
+                values.attrs["units"] = "h"
                 offsets = st.create_group("CellDataOffsets")
-                for name, arr in (("tissue", run.tissue), ("niche", run.niche)):
-                    cell.create_dataset(name, data=arr[None], chunks=_chunks(run.shape), **opts)
-                    offsets.create_dataset(name, data=np.zeros(n_steps, dtype=np.int64))
+                for name, arr in static:
+                    vname = vtk_array_name(name, run.array_units(name))
+                    ds = cell.create_dataset(vname, data=arr[None], chunks=_chunks(run.shape), **opts)
+                    _describe(ds, name, run.array_units(name))
+                    offsets.create_dataset(vname, data=np.zeros(n_steps, dtype=np.int64))
                 for name in names:
+                    vname = vtk_array_name(name, run.array_units(name))
                     first = run.array(name, chosen[0])
-                    ds = cell.create_dataset(name, shape=(n_steps, nz, ny, nx), dtype=first.dtype,
+                    ds = cell.create_dataset(vname, shape=(n_steps, nz, ny, nx), dtype=first.dtype,
                                              chunks=_chunks(run.shape), **opts)
+                    _describe(ds, name, run.array_units(name))
                     ds[0] = first
                     for i, k in enumerate(chosen[1:], start=1):
                         ds[i] = run.array(name, k)
-                    offsets.create_dataset(name, data=np.arange(n_steps, dtype=np.int64))
+                    offsets.create_dataset(vname, data=np.arange(n_steps, dtype=np.int64))
         os.replace(tmp, path)
     finally:
         if tmp.exists():
@@ -126,11 +162,21 @@ def write_vtkhdf(run, path: str | Path, *, steps: list[int] | None = None, inclu
     return path
 
 
+def _describe(ds, name: str, unit: str) -> None:
+    """``units`` and ``description`` attributes (and label codes) on an exported dataset."""
+    ds.attrs["units"] = unit
+    ds.attrs["description"] = ARRAY_DESCRIPTIONS.get(name, name)
+    labels = {"tissue": codes.TISSUE_NAMES, "niche": codes.NICHE_NAMES}.get(name)
+    for code, label in (labels or {}).items():
+        ds.attrs[f"code_{label}"] = np.int64(code)
+
+
 def read_vtkhdf_step(path: str | Path, step: int = 0):
     """Read time step ``step`` of a ``.vtkhdf`` file with VTK's reader, as a pyvista object.
 
-    ``pyvista.read`` returns the first step; pyvista 0.49's ``HDFReader`` has no time API, so
-    this drives ``vtkHDFReader.SetStep`` directly.
+    ``pyvista.read`` returns the first step. This drives ``vtkHDFReader.SetStep`` directly;
+    :class:`marrow3d.output.vtkhdf_reader.VTKHDFReader` (what ``pyvista.get_reader`` returns
+    with marrow3d installed) does the same with pyvista's time API.
     """
     import pyvista as pv
     from vtkmodules.vtkIOHDF import vtkHDFReader
