@@ -163,7 +163,9 @@ def test_pyvista_reader_sees_the_time_series(run_dir, tmp_path):
 
     path = export_run(run_dir, "vtkhdf", tmp_path / "run.vtkhdf")
     reader = pv.get_reader(path)
-    assert isinstance(reader, pv.TimeReader)
+    assert isinstance(reader, pv.TimeReader), (
+        f"pyvista gave {type(reader).__name__}: the installed marrow3d metadata lacks its pyvista reader "
+        "entry point; reinstall marrow3d (pip install -e .)")
     with open_run(run_dir) as run:
         times = [float(t) for t in run.snapshot_times_h]
         assert reader.number_time_points == run.n_snapshots == 4
