@@ -103,7 +103,8 @@ class LogProgress:
 
     Lines are also written after the first step (start-up and kernel compilation are then
     done) and after the last one, so a short run logs two lines and a long one a line every
-    ``interval_s``::
+    ``interval_s``. The rate and ETA are measured from the end of the first step, so
+    compilation does not inflate them (the first line's ETA is therefore ``?``)::
 
         day 3.25 of 28  step 78/672  11.6%  4.1 steps/s  ETA 2 min 25 s  LSC 4 blast 0 ...
 
@@ -131,6 +132,8 @@ class LogProgress:
 
     def update(self, sim) -> None:
         now = self._clock()
+        if self._lines == 0:  # measure the rate from the end of the first step on
+            self._first, self._t0 = sim.model.clock.iteration, now
         st = progress_state(sim, self._first, self._t0, now)
         last = st.total is not None and st.iteration >= st.total
         if self._lines == 0 or last or now - self._last_line >= self.interval_s:

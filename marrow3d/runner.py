@@ -11,7 +11,7 @@ import logging
 from pathlib import Path
 
 from .config import SimulationConfig, config_from_toml_text
-from .errors import ConfigError
+from .errors import CheckpointError, ConfigError
 
 __all__ = ["run_simulation", "build_simulation", "default_run_dir", "make_model", "ensure_backend"]
 
@@ -105,7 +105,10 @@ def build_simulation(model, cfg: SimulationConfig, out_dir: Path, backend_name: 
     if out.checkpoint_every_wall_seconds:
         parts.append(WallTimeInterval(out.checkpoint_every_wall_seconds))
     sched = AnyOf(parts) if parts else Never()
-    sim.add_writer("checkpoint", Checkpointer(out_dir, sched, keep=out.checkpoints_keep, meta=meta))
+    archive = TimeInterval(out.snapshot_every_hours) if out.checkpoints_archive == "snapshots" else None
+    sim.add_writer("checkpoint", Checkpointer(out_dir, sched, keep=out.checkpoints_keep, meta=meta, archive=archive,
+                                              archive_initial=archive is not None,
+                                              keep_all=out.checkpoints_archive == "all"))
     return sim
 
 
@@ -285,22 +288,42 @@ def resume_run(run_dir: Path, days: float | None = None, *, backend: str | None 
     return RunResult(run_dir, status, info.name)
 
 
-def branch_run(src_dir: Path, new_dir: Path, overrides: list[str], *, progress=True) -> RunResult:
-    """Start a new run in ``new_dir`` from the newest checkpoint of ``src_dir``, with changes.
+def branch_run(src_dir: Path, new_dir: Path, overrides: list[str], *, at_day: float | None = None,
+               progress=True) -> RunResult:
+    """Start a new run in ``new_dir`` from a checkpoint of ``src_dir``, with changes.
 
-    Only keys under :data:`BRANCHABLE_PREFIXES` may change; dosing events must not start
-    before the branch point (they would rewrite plasma history).
+    Parameters
+    ----------
+    src_dir : Path
+        The run to branch from.
+    new_dir : Path
+        The new run's directory.
+    overrides : list of str
+        ``key=value`` changes; only keys under :data:`BRANCHABLE_PREFIXES` may change, and
+        dosing events must not start before the branch point (they would rewrite plasma
+        history).
+    at_day : float, optional
+        Branch from the checkpoint at this simulated day (any kept one, see
+        ``output.checkpoints_archive``); default: the newest checkpoint.
 
     Raises
     ------
     ConfigError
         A change outside the branchable set, or a dose before the branch time.
+    CheckpointError
+        No checkpoint at ``at_day`` (the message lists the days that have one).
     """
-    from .output.checkpointer import load_checkpoint
+    from .output.checkpointer import LATEST_NAME, checkpoint_at_day, load_checkpoint
 
     src_dir, new_dir = Path(src_dir), Path(new_dir)
-    meta, state = load_checkpoint(src_dir)
-    old = config_of_checkpoint(meta, str(src_dir / "checkpoint.h5"))
+    if at_day is not None:
+        if not src_dir.is_dir():
+            raise CheckpointError(f"{str(src_dir)!r} is not a run directory (--at-day picks one of its checkpoints)")
+        source = checkpoint_at_day(src_dir, at_day)
+    else:
+        source = src_dir / LATEST_NAME if src_dir.is_dir() else src_dir
+    meta, state = load_checkpoint(source)
+    old = config_of_checkpoint(meta, str(source))
     cfg = _with_overrides(old, overrides)
     changed = changed_keys(old, cfg)
     bad = [k for k in changed if not any(k == p or k.startswith(p + ".") for p in BRANCHABLE_PREFIXES)]
@@ -317,8 +340,10 @@ def branch_run(src_dir: Path, new_dir: Path, overrides: list[str], *, progress=T
     model = _model_from_checkpoint(cfg, state, new_dir)
     model.restore_prognostic_state(state["model"])
     sim = build_simulation(model, cfg, new_dir, info.name, progress=progress)
-    sim.output_writers["run"].meta["branched_from"] = str(src_dir.resolve())
-    sim.output_writers["run"].meta["branch_time_h"] = t_branch_h
+    run_meta = sim.output_writers["run"].meta
+    run_meta["branched_from"] = str(src_dir.resolve())
+    run_meta["branch_time_h"] = t_branch_h
+    run_meta["branch_checkpoint"] = f"checkpoint_{int(state['model']['clock']['iteration']):09d}.h5"
     status = sim.run()
     return RunResult(new_dir, status, info.name)
 

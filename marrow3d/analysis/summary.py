@@ -59,7 +59,8 @@ def summary_table(run) -> Table:
         table.add_row("created", str(meta["created"]))
     table.add_row("seed", str(meta.get("seed", "?")))
     if meta.get("branched_from"):
-        table.add_row("branched from", f"{meta['branched_from']} at day {float(meta.get('branch_time_h', 0)) / 24:g}")
+        table.add_row("branched from", f"{meta['branched_from']} at day {float(meta.get('branch_time_h', 0)) / 24:g}"
+                      + (f" ({meta['branch_checkpoint']})" if meta.get("branch_checkpoint") else ""))
 
     nz, ny, nx = run.shape
     v = run.voxel_um
@@ -97,6 +98,14 @@ def summary_table(run) -> Table:
         if "stage" in ts.columns:
             stage = int(last["stage"])
             table.add_row("disease stage", STAGE_NAMES.get(stage, str(stage)))
+    if run.kind == "run":
+        from ..output.checkpointer import list_checkpoints
+
+        found = list_checkpoints(run.path.parent)
+        if found:
+            days = ", ".join(f"{c.day:g}" + ("" if c.archived else "*") for c in found)
+            table.add_row("checkpoints (branch points)", f"day {days}" + (
+                "  (* rolling: deleted as newer ones come)" if any(not c.archived for c in found) else ""))
     digest = run.state_digest()
     if digest:
         table.add_row("final state sha256", digest)

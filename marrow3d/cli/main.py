@@ -99,16 +99,20 @@ def resume(
 @app.command()
 @cli_errors
 def branch(
-    run_dir: Path = typer.Argument(..., help="Run directory to branch from (its newest checkpoint)."),
+    run_dir: Path = typer.Argument(..., help="Run directory to branch from."),
     new_dir: Path = typer.Argument(..., help="New run directory."),
     set_: Optional[List[str]] = SetOpt,
     days: Optional[float] = typer.Option(None, "--days", "-d", help="Total simulated days of the branch."),
+    at_day: Optional[float] = typer.Option(
+        None, "--at-day", help="Branch from the checkpoint of this simulated day (default: the newest); "
+        "runs with output.checkpoints_archive = \"snapshots\" keep one per snapshot."),
     verbose: bool = VerboseOpt,
 ) -> None:
     """Start a treatment arm from a checkpoint with changed therapy or parameters.
 
     Only therapy, run.days/backend/threads, output, cells, vessels, transport.drugs,
     transport.solver and stages may change; doses must not start before the branch point.
+    `marrow3d info DIR` lists the days DIR has checkpoints for.
 
     Example: [bold]marrow3d branch runs/base runs/arm73 --days 28 --set 'therapy.events=[{agent="cytarabine",kind="infusion",start_day=14,duration_days=7,dose_mg_per_m2_per_day=100}]'[/]
     """
@@ -118,7 +122,7 @@ def branch(
     overrides = list(set_ or [])
     if days is not None:
         overrides.append(f"run.days={days!r}")
-    result = branch_run(run_dir, new_dir, overrides, progress=make_progress(err_console))
+    result = branch_run(run_dir, new_dir, overrides, at_day=at_day, progress=make_progress(err_console))
     console.print(f"[green]done[/]: {result}", soft_wrap=True)
 
 

@@ -15,9 +15,9 @@ __all__ = ["RichProgress", "make_progress"]
 class RichProgress:
     """A rich progress bar on ``console`` (a :class:`rich.console.Console` on a terminal).
 
-    Columns: simulated day, bar, steps done/total, steps/s, the model's readout, ETA. The ETA
-    is the steps left over the rate since this command started stepping (kernel compilation
-    in the first step is included, so the first estimate is pessimistic).
+    Columns: simulated day, bar, steps done/total, steps/s, ETA, the model's readout. The rate
+    is measured from the end of the first step (which includes kernel compilation) and the
+    ETA is the steps left at that rate.
     """
 
     def __init__(self, console) -> None:
@@ -26,6 +26,7 @@ class RichProgress:
         self._task = None
         self._t0 = 0.0
         self._first = 0
+        self._stepped = False
 
     def start(self, sim) -> None:
         import time
@@ -55,6 +56,11 @@ class RichProgress:
                                         rate=0.0, eta="?", info="")
 
     def update(self, sim) -> None:
+        import time
+
+        if not self._stepped:  # measure the rate from the end of the first step on
+            self._stepped = True
+            self._first, self._t0 = sim.model.clock.iteration, time.monotonic()
         st = progress_state(sim, self._first, self._t0)
         self._bar.update(self._task, completed=st.iteration, day=st.day, rate=st.rate,
                          eta=format_duration(st.eta_s), info=st.info)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from .base import Section
 
@@ -37,4 +37,19 @@ class OutputConfig(Section):
     checkpoint_every_wall_seconds: float | None = Field(
         3600.0, gt=0.0, description="Also checkpoint every this many wall-clock seconds (long runs)."
     )
-    checkpoints_keep: int = Field(2, ge=1, le=1000, description="How many checkpoints to keep on disk.")
+    checkpoints_keep: int = Field(
+        2, ge=1, le=1000,
+        description="How many of the newest checkpoints to keep on disk (archived ones are kept besides).",
+    )
+    checkpoints_archive: Literal["none", "snapshots", "all"] = Field(
+        "none",
+        description="Checkpoints kept for good, as branch points for `marrow3d branch --at-day`: 'snapshots' "
+        "also writes a checkpoint with every snapshot (t = 0 included) and keeps those; 'all' keeps every "
+        "checkpoint written; 'none' keeps only the newest checkpoints_keep.",
+    )
+
+    @model_validator(mode="after")
+    def _archive_needs_snapshots(self) -> "OutputConfig":
+        if self.checkpoints_archive == "snapshots" and self.snapshot_every_hours is None:
+            raise ValueError("checkpoints_archive = 'snapshots' needs snapshot_every_hours (snapshots are unset)")
+        return self

@@ -4,6 +4,11 @@ Each checkpoint is written to a temporary file in the run directory, flushed, fs
 renamed into place (``os.replace``); then ``checkpoint.h5`` is atomically pointed at it (a hard
 link swapped in by rename) and the directory is fsynced. A crash at any moment leaves the
 previous complete checkpoint readable under ``checkpoint.h5``.
+
+Keep policy: the newest ``keep`` checkpoints roll (older ones are deleted once a newer one is
+complete); *archived* checkpoints (``/meta@archived``), written on the archive schedule (e.g.
+with every snapshot) or all of them, are never deleted. They are the branch points of
+``marrow3d branch --at-day`` (:func:`list_checkpoints`, :func:`checkpoint_at_day`).
 """
 
 from __future__ import annotations
@@ -11,6 +16,7 @@ from __future__ import annotations
 import logging
 import os
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +27,8 @@ from ..errors import CheckpointError
 from .h5tree import read_tree, write_tree
 from .runfile import SCHEMA_VERSION, now_iso
 
-__all__ = ["Checkpointer", "load_checkpoint", "LATEST_NAME", "REQUIRED_STATE"]
+__all__ = ["Checkpointer", "load_checkpoint", "LATEST_NAME", "REQUIRED_STATE", "CheckpointInfo", "list_checkpoints",
+           "checkpoint_at_day"]
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +71,29 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+class _Trigger:
+    """The checkpointer's schedule: the regular one, or the archive schedule (whose hits are kept).
+
+    Both are polled every step (so both stay in step); ``archive_hit`` tells the checkpointer
+    whether the checkpoint of this step is archived.
+    """
+
+    def __init__(self, regular, archive) -> None:
+        self.regular = regular
+        self.archive = archive
+        self.archive_hit = False
+
+    def prime(self, model) -> None:
+        for s in (self.regular, self.archive):
+            if hasattr(s, "prime"):
+                s.prime(model)
+
+    def __call__(self, model) -> bool:
+        regular = self.regular(model)
+        self.archive_hit = bool(self.archive(model))
+        return regular or self.archive_hit
+
+
 class Checkpointer:
     """An output writer that saves the whole simulation state and picks it up again.
 
@@ -74,16 +104,27 @@ class Checkpointer:
     schedule : schedule
         When to write (e.g. ``TimeInterval(168)``); a checkpoint is always written at the end.
     keep : int
-        Number of checkpoint files kept (older ones are deleted after a newer one is complete).
+        Number of newest checkpoint files kept (older ones are deleted after a newer one is
+        complete), archived ones apart.
     meta : dict
         Attributes stored in ``/meta`` of each checkpoint (config TOML, seed, backend, versions).
+    archive : schedule, optional
+        Also write a checkpoint when this schedule acts (e.g. the snapshot schedule), and keep
+        those for good. With ``archive_initial`` the state at t = 0 is archived too.
+    keep_all : bool
+        Keep every checkpoint written (all are archived).
     """
 
-    def __init__(self, directory: Path, schedule, keep: int = 2, meta: dict[str, Any] | None = None) -> None:
+    def __init__(self, directory: Path, schedule, keep: int = 2, meta: dict[str, Any] | None = None,
+                 archive=None, *, archive_initial: bool = False, keep_all: bool = False) -> None:
+        from ..schedules import Never
+
         self.directory = Path(directory)
-        self.schedule = schedule
+        self.schedule = _Trigger(schedule, archive if archive is not None else Never())
         self.keep = keep
         self.meta = dict(meta or {})
+        self.archive_initial = archive_initial
+        self.keep_all = keep_all
         self.written: list[Path] = []
 
     # writer protocol --------------------------------------------------------------
@@ -95,11 +136,14 @@ class Checkpointer:
                 stale.unlink()
             except OSError:
                 pass
-        self.written = sorted(self.directory.glob("checkpoint_*.h5"))
+        self.written = [c.path for c in list_checkpoints(self.directory) if not c.archived]
+        if self.archive_initial and simulation.model.clock.iteration == 0:
+            self._write(simulation, self.directory / f"checkpoint_{0:09d}.h5", latest=True, archived=True)
 
     def write(self, simulation) -> Path:
         it = simulation.model.clock.iteration
-        return self._write(simulation, self.directory / f"checkpoint_{it:09d}.h5", latest=True)
+        archived = self.keep_all or self.schedule.archive_hit
+        return self._write(simulation, self.directory / f"checkpoint_{it:09d}.h5", latest=True, archived=archived)
 
     def finalize(self, simulation, ok: bool = True) -> None:
         if ok:
@@ -114,13 +158,19 @@ class Checkpointer:
         return self._write(simulation, self.directory / "diagnostic.h5", latest=False)
 
     def prognostic_state(self) -> dict:
-        return {"schedule": self.schedule.prognostic_state()}
+        return {"schedule": self.schedule.regular.prognostic_state(),
+                "archive": self.schedule.archive.prognostic_state()}
 
     def restore_prognostic_state(self, state: dict) -> None:
-        self.schedule.restore_prognostic_state(state["schedule"])
+        self.schedule.regular.restore_prognostic_state(state["schedule"])
+        archive = state.get("archive")
+        if archive is not None and archive.get("kind") == self.schedule.archive.prognostic_state().get("kind"):
+            self.schedule.archive.restore_prognostic_state(archive)
+        # else: a checkpoint from before the archive schedule, or a branch that changed the
+        # policy: the archive schedule starts from the current time (primed by the loop).
 
     # atomic write -----------------------------------------------------------------
-    def _write(self, simulation, path: Path, latest: bool) -> Path:
+    def _write(self, simulation, path: Path, latest: bool, archived: bool = False) -> Path:
         t0 = time.perf_counter()
         state = simulation.prognostic_state()
         clock = simulation.model.clock
@@ -133,6 +183,7 @@ class Checkpointer:
                 meta.attrs["created"] = now_iso()
                 meta.attrs["iteration"] = np.int64(clock.iteration)
                 meta.attrs["time_h"] = float(clock.time_h)
+                meta.attrs["archived"] = bool(archived)
                 for k, v in self.meta.items():
                     meta.attrs[k] = v
                 write_tree(h5.create_group("state"), state)
@@ -158,19 +209,80 @@ class Checkpointer:
                 shutil.copyfile(path, link_tmp)
             os.replace(link_tmp, self.directory / LATEST_NAME)
             fsync_dir(self.directory)
-            if path not in self.written:
+            if archived:
+                if path in self.written:
+                    self.written.remove(path)
+            elif path not in self.written:
                 self.written.append(path)
             self._prune()
         log.debug("checkpoint %s written in %.3f s", path.name, time.perf_counter() - t0)
         return path
 
     def _prune(self) -> None:
+        """Delete the oldest rolling checkpoints beyond ``keep`` (archived ones are not in the list).
+
+        The newest checkpoint is never deleted, even when it is archived and ``keep`` rolling
+        ones are older: ``keep`` counts rolling files only.
+        """
         while len(self.written) > self.keep:
             old = self.written.pop(0)
             try:
                 old.unlink()
             except FileNotFoundError:
                 pass
+
+
+@dataclass(frozen=True)
+class CheckpointInfo:
+    """A checkpoint file in a run directory, from its ``/meta`` (no state is read)."""
+
+    path: Path
+    iteration: int
+    time_h: float
+    archived: bool
+
+    @property
+    def day(self) -> float:
+        return self.time_h / 24.0
+
+
+def list_checkpoints(directory: str | Path) -> list[CheckpointInfo]:
+    """The readable ``checkpoint_<iteration>.h5`` files of a run directory, oldest first.
+
+    Files that cannot be opened or are not marrow3d checkpoints are left out (``load_checkpoint``
+    names their problem when one is asked for).
+    """
+    out = []
+    for path in sorted(Path(directory).glob("checkpoint_*.h5")):
+        try:
+            with h5py.File(path, "r") as h5:
+                attrs = h5["meta"].attrs
+                if attrs.get("kind") != "checkpoint":
+                    continue
+                out.append(CheckpointInfo(path, int(attrs["iteration"]), float(attrs["time_h"]),
+                                          bool(attrs.get("archived", False))))
+        except (OSError, KeyError, ValueError):
+            continue
+    return sorted(out, key=lambda c: c.iteration)
+
+
+def checkpoint_at_day(directory: str | Path, day: float) -> Path:
+    """The checkpoint of ``directory`` at simulated day ``day`` (within a millisecond).
+
+    Raises
+    ------
+    CheckpointError
+        No checkpoint at that day; the message lists the days that have one.
+    """
+    found = list_checkpoints(directory)
+    for c in found:
+        if abs(c.time_h - 24.0 * float(day)) <= 1e-6:
+            return c.path
+    days = ", ".join(f"{c.day:g}" for c in found) or "none"
+    raise CheckpointError(
+        f"{str(directory)!r} has no checkpoint at day {day:g} (checkpoints at days: {days}); "
+        f"set output.checkpoints_archive = \"snapshots\" in a run to keep one with every snapshot"
+    )
 
 
 def load_checkpoint(path: str | Path) -> tuple[dict[str, Any], dict[str, Any]]:
