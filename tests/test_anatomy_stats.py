@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -142,5 +143,53 @@ def test_stats_table_renders(default_stats):
     console = Console(record=True, width=200)
     console.print(stats_table(default_stats["femur-1"]))
     text = console.export_text()
-    assert "vascular_volume_fraction" in text and "Acar 2015" in text and "PASS" in text
+    assert "vascular volume fraction" in text and "Acar 2015" in text and "PASS" in text
     assert "FAIL" not in text
+
+
+def test_a_stated_setting_makes_a_miss_deliberate(default_stats):
+    """tiny.toml's 20x niche density is a choice the config states, not a failure."""
+    s = json.loads(json.dumps(default_stats["box-1"]))
+    s["niche_density_per_mm3"]["total"] = 1008.0
+    plain = {c.key: c for c in check_literature_ranges(s)}["niche_density_per_mm3.total"]
+    assert plain.verdict == "fail"
+    settings = {"anatomy.niche_density_per_mm3": (1000.0, 50.0), "anatomy.sinusoid_radius_um": (12.0, 10.0)}
+    checks = {c.key: c for c in check_literature_ranges(s, settings=settings)}
+    c = checks["niche_density_per_mm3.total"]
+    assert c.ok is False and c.verdict == "deliberate"
+    assert c.deliberate == "anatomy.niche_density_per_mm3 = 1000 (default 50)"
+    assert checks["vascular_volume_fraction"].verdict == "pass"  # in range: a setting changes nothing
+
+
+def test_stated_settings_of_the_tiny_config():
+    from marrow3d.anatomy.stats import stated_settings
+    from marrow3d.config import load_config
+
+    tiny = Path(__file__).resolve().parents[1] / "configs" / "tiny.toml"
+    assert stated_settings(load_config(tiny)) == {"anatomy.niche_density_per_mm3": (1000.0, 50.0)}
+    assert stated_settings(load_config(None)) == {}
+
+
+def test_cli_table_at_80_columns(tmp_path):
+    """configs/tiny.toml: the density row says 'set' and names the setting; no label is cut
+    mid-word at 80 columns; --json holds the verdicts."""
+    from typer.testing import CliRunner
+
+    from marrow3d.anatomy.stats import _rows
+    from marrow3d.cli.main import app
+
+    tiny = Path(__file__).resolve().parents[1] / "configs" / "tiny.toml"
+    res = CliRunner().invoke(app, ["anatomy", "stats", str(tiny), "--json", str(tmp_path / "s.json")])
+    assert res.exit_code == 0, res.output
+    lines = res.stdout.splitlines()
+    assert max(len(line) for line in lines) <= 80
+    density = next(i for i, line in enumerate(lines) if line.lstrip().startswith("niche density, total"))
+    assert lines[density].rstrip().endswith("set")
+    assert "anatomy.niche_density_per_mm3 = 1000 (default 50)" in res.stdout
+    words = {w for line in lines for w in line.replace("│", " ").split()}
+    data = json.loads((tmp_path / "s.json").read_text())
+    for _, label, _ in _rows(data):
+        for word in label.split():
+            assert word in words, (label, word)
+    verdicts = {c["statistic"]: c["verdict"] for c in data["checks"]}
+    assert verdicts["niche_density_per_mm3.total"] == "deliberate"

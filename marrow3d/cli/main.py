@@ -186,19 +186,26 @@ def anatomy_stats_cmd(
 ) -> None:
     """Build the anatomy of CONFIG and report measured statistics against literature ranges.
 
+    A statistic outside its range because the config sets an anatomy key away from the
+    default (tiny.toml's 20x niche density) is marked "set", with the setting named.
+
     Example: [bold]marrow3d anatomy stats configs/femur.toml --set domain.shape_voxels=[300,110,110][/]
     """
     import json
 
     from ..anatomy import build_anatomy
-    from ..anatomy.stats import anatomy_stats, stats_table
+    from ..anatomy.stats import anatomy_stats, check_literature_ranges, stated_settings, stats_table
 
     cfg = resolve_config(config, set_, seed=seed)
     anat = build_anatomy(cfg.domain, cfg.anatomy, cfg.run.seed)
     stats = anatomy_stats(anat)
-    console.print(stats_table(stats))
+    settings = stated_settings(cfg) if cfg.domain.kind != "mask" else {}
+    console.print(stats_table(stats, settings=settings))
     if json_out is not None:
-        json_out.write_text(json.dumps(stats, indent=2, default=float))
+        checks = [{"statistic": c.key, "value": c.value, "low": c.range.low, "high": c.range.high,
+                   "unit": c.range.unit, "source": c.range.source, "verdict": c.verdict,
+                   "note": c.deliberate or c.note} for c in check_literature_ranges(stats, settings=settings)]
+        json_out.write_text(json.dumps({**stats, "checks": checks}, indent=2, default=float))
 
 
 from .export_cmd import register as _register_export  # noqa: E402
