@@ -188,6 +188,11 @@ def analyse(base: Path, arm73: Path, arm_dfo: Path, out: Path) -> None:
         print("   distance to the nearest vessel (um):")
         print(dist[["n", "mean_um", "p50_um"]].round(1).to_string())
         dist.to_csv(out / "distance_to_vessels.csv")
+        # the snapshots as labelled arrays (xarray), read lazily: mean marrow pO2 by height
+        ds = run.to_xarray()
+        profile = ds.oxygen.isel(time=-1).where(ds.tissue == 0).mean(dim=("y", "x"))
+        print(f"   xarray: {dict(ds.sizes)}; mean marrow pO2 ({ds.oxygen.attrs['units']}) by z (um), last time point:")
+        print(profile.to_series().dropna().round(2).head(6).to_string())
     with open_run(base) as run:
         print(f"   {run!r}")
 

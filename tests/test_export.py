@@ -1,4 +1,5 @@
-""".vtkhdf, CSV and Parquet export: read back with VTK's own reader, pyvista and pandas.
+""".vtkhdf, CSV and Parquet export and the xarray view: read back with VTK's own reader,
+pyvista, pandas, pyarrow and xarray.
 
 One dosed 6-step run of ``configs/tiny.toml`` (snapshots every 8 h, cytarabine included) is
 exported; every time step VTK reads must equal the snapshot it came from, value for value;
@@ -256,3 +257,72 @@ def test_split_unit():
 def test_cli_export_bad_format(run_dir, restore_logging):
     result = _cli("export", run_dir, "--format", "vtu")
     assert result.exit_code == 2 and "unknown export format 'vtu'" in result.stderr
+
+
+# ------------------------------------------------------------------ xarray
+def test_to_xarray_labels_units_and_values(run_dir):
+    """Dims (time, z, y, x); coordinates in hours and um; units as attributes; every value
+    equal to the array RunData reads; the final state is the last time point when later."""
+    from marrow3d.analysis import open_run
+
+    with open_run(run_dir) as run:
+        ds = run.to_xarray()
+        nz, ny, nx = run.shape
+        assert dict(ds.sizes) == {"time": 4, "z": nz, "y": ny, "x": nx}  # 0, 8, 16 h snapshots + final 24 h
+        assert list(ds.time.values) == [0.0, 8.0, 16.0, 24.0] and ds.time.attrs["units"] == "h"
+        assert list(ds.day.values) == [0.0, 8 / 24, 16 / 24, 1.0] and list(ds.iteration.values) == [0, 2, 4, 6]
+        oz, oy, ox = run.origin_um
+        assert ds.x.attrs["units"] == "um" and ds.x.values[1] - ds.x.values[0] == run.voxel_um
+        assert (ds.z.values[0], ds.y.values[0], ds.x.values[0]) == (oz, oy, ox)
+        assert set(ds.data_vars) == {"oxygen", "signal", "cytarabine", "cells", "lodged", "integrity", "tissue", "niche"}
+        assert ds.oxygen.dims == ("time", "z", "y", "x") and ds.tissue.dims == ("z", "y", "x")
+        assert ds.oxygen.attrs["units"] == "mmHg" and ds.cytarabine.attrs["units"] == "uM"
+        assert ds.signal.attrs["units"] == "su" and ds.integrity.attrs["units"] == "1"
+        assert ds.oxygen.attrs["long_name"] and "1 HSC" in ds.cells.attrs["description"]
+        assert "bone" in ds.tissue.attrs["description"] and ds.attrs["seed"] == run.meta["seed"]
+        for name in ("oxygen", "cytarabine", "cells", "lodged", "integrity"):
+            for k, step in enumerate([0, 1, 2, -1]):
+                got = ds[name].isel(time=k).values
+                want = run.array(name, step)
+                assert got.dtype == want.dtype and np.array_equal(got, want), (name, k)
+        assert np.array_equal(ds.tissue.values, run.tissue)
+        # label-based selection in physical units
+        plane = ds.oxygen.sel(time=16.0, z=oz + 3 * run.voxel_um)
+        assert np.array_equal(plane.values, run.array("oxygen", 2)[3])
+        assert float(ds.cytarabine.sel(time=24.0).max()) > 0
+
+
+def test_to_xarray_is_lazy(run_dir, monkeypatch):
+    """Building the Dataset reads no voxels; a selection reads only what it selects."""
+    from marrow3d.analysis import open_run, xarray_view
+
+    reads = []
+    original = xarray_view._TimeStack.read
+
+    def counting(self, key):
+        out = original(self, key)
+        reads.append(out.shape)
+        return out
+
+    monkeypatch.setattr(xarray_view._TimeStack, "read", counting)
+    with open_run(run_dir) as run:
+        ds = run.to_xarray()
+        assert reads == []
+        row = ds.oxygen.sel(time=8.0).isel(z=5, y=7).values  # one row of one snapshot
+        assert reads == [(run.shape[2],)] and np.array_equal(row, run.array("oxygen", 1)[5, 7])
+        mean = float(ds.oxygen.mean())  # a reduction reads the variable once
+        assert reads[1:] == [(4, *run.shape)]
+        assert mean == pytest.approx(np.mean([run.array("oxygen", k) for k in (0, 1, 2, -1)]), rel=1e-6)
+    with pytest.raises(Exception, match="closed"):
+        ds.oxygen.values
+
+
+def test_to_xarray_of_a_checkpoint(run_dir):
+    from marrow3d.analysis import open_run
+
+    with open_run(run_dir / "checkpoint.h5") as ckpt:
+        ds = ckpt.to_xarray()
+        assert ds.sizes["time"] == 1 and float(ds.time[0]) == 24.0
+        assert np.array_equal(ds.lodged.isel(time=0).values, ckpt.lodged())  # the lodged bit of the flags
+        assert np.array_equal(ds.oxygen.isel(time=0).values, ckpt.fields()["oxygen"])
+        assert ds.oxygen.attrs["units"] == "mmHg"

@@ -30,7 +30,7 @@ def test_tutorial_runs_at_tiny_size(gl, tmp_path):
     text = proc.stdout
     for step in ("1. natural history to day 1", "2. arm 7+3", "$ marrow3d compare", "$ marrow3d render",
                  "4. pyvista", "5. leukemic burden", "niche slots at the end", "distance to the nearest vessel",
-                 "done:"):
+                 "xarray: {'time':", "done:"):
         assert step in text, step
     # the runs: one shared history, two arms branched from it
     for name in ("natural_history", "arm_7+3", "arm_7+3_dfo"):

@@ -437,6 +437,28 @@ class RunData:
         grid.field_data["time_h"] = np.array([self.step_time_h(step)])
         return grid
 
+    # ------------------------------------------------------------------ xarray
+    def to_xarray(self, *, include_final: bool = True):
+        """The per-voxel arrays as an :class:`xarray.Dataset`, read lazily from the file.
+
+        Dimensions ``(time, z, y, x)``: every snapshot, and the final state as the last time
+        point when it is later (``include_final``); a checkpoint gives one time point.
+        Coordinates ``time`` [h] (with ``day`` [d] and ``iteration``), ``z``, ``y``, ``x``
+        [um, voxel centres]. Variables: the fields, ``cells``, ``lodged``, ``integrity``
+        (those present at every time point) and the static ``tissue``, ``niche``; each has
+        ``units``, ``long_name`` and ``description`` attributes. Values are read from the HDF5
+        file only when used (``ds.oxygen.sel(time=24).values`` reads one snapshot); the
+        Dataset has its own file handle, released by ``ds.close()``.
+
+        Examples
+        --------
+        >>> with open_run("runs/tiny") as run, run.to_xarray() as ds:       # doctest: +SKIP
+        ...     ds.oxygen.sel(time=24.0).mean(dim=("y", "x"))            # pO2 by depth, mmHg
+        """
+        from .xarray_view import run_to_xarray
+
+        return run_to_xarray(self, include_final=include_final)
+
     # ------------------------------------------------------------------ analysis helpers
     def distance_to_vessels(self, step: int | None = -1, *, functional_only: bool = False) -> pd.DataFrame:
         """Distance [um] of each cell group to the nearest vessel of each class.
