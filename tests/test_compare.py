@@ -155,7 +155,7 @@ def test_html_is_self_contained(report):
         assert label in text
 
 
-def test_days_before_the_branch_come_from_the_parent_and_scales_are_shared(report):
+def test_days_before_the_branch_come_from_the_parent_and_scales_are_shared(report, runs):
     out, _ = report
     md = (out / "report.md").read_text(encoding="utf-8")
     assert "### Day 0 (start)" in md
@@ -164,8 +164,20 @@ def test_days_before_the_branch_come_from_the_parent_and_scales_are_shared(repor
     assert "### Day 1.5 (on therapy)" in md
     # the untreated run ends at day 1: its nearest state is noted
     assert "natural history: nearest snapshot: day 1." in md
-    # one drug scale for every picture, from the largest plasma peak of any run
-    assert re.search(r"cytarabine 0–[0-9.]+ µM \(the largest plasma peak of any run\)", md)
+    # one drug scale for every picture: the highest marrow level drawn, rounded up by < 25%
+    m = re.search(r"cytarabine 0–([0-9.]+) µM \(the highest marrow level in the pictures, ([0-9.e-]+) µM, "
+                  r"rounded up\)", md)
+    assert m, md
+    top, level = float(m[1]), float(m[2])
+    assert level <= top < 1.25 * level
+    from marrow3d.analysis import open_run
+    from marrow3d.kernels import codes
+
+    drawn = []  # the arms' day-1.5 state is the only drawn state with cytarabine
+    for name in ("arm73", "armdfo"):
+        with open_run(runs[name]) as run:
+            drawn.append(float(run.array("cytarabine", -1)[run.tissue == codes.MARROW].max()))
+    assert level == pytest.approx(max(drawn), rel=5e-3)
 
 
 # ------------------------------------------------------------------ endpoint definitions

@@ -12,8 +12,9 @@ content in one file, every figure embedded as a base64 PNG) and ``endpoints.csv`
 * matched renders: for each chosen day (default: the start, the first snapshot on therapy and
   the end), every run's marrow as vessels (``--show vessels``),
   niche holders (``niches``), an oxygen slice and a drug slice, with one colour scale per
-  quantity across all runs (pO2 0-40 mmHg; the drug from 0 to the largest plasma peak of
-  any run).
+  quantity across all runs (pO2 0-40 mmHg; the drug from 0 to the highest marrow level in
+  the pictures drawn, rounded up by less than 25%, so the slices use the colour map: marrow
+  levels stay below plasma, and a scale up to the plasma peak left them flat).
 
 A branched run (``marrow3d branch``) has snapshots from its branch point on only; days before
 it are drawn from the run it was branched from, when that folder still exists.
@@ -408,8 +409,9 @@ def _placeholder(path: Path, size: tuple[int, int], lines: list[str]) -> Path:
 
 # ---------------------------------------------------------------------------- renders
 def _render_tiles(runs: list[_Run], days: list[tuple[float, str]], out_dir: Path, size: tuple[int, int],
-                  progress: Callable[[int, int, str], None] | None) -> tuple[list, str | None, dict]:
-    """Render every (day, run, view); returns (rows per day, drug, colour limits)."""
+                  progress: Callable[[int, int, str], None] | None) -> tuple[list, str | None, dict, float]:
+    """Render every (day, run, view); returns (rows per day, drug, colour limits, the highest
+    marrow drug level drawn [uM])."""
     from PIL import Image
 
     from marrow3d.analysis import open_run
@@ -424,8 +426,13 @@ def _render_tiles(runs: list[_Run], days: list[tuple[float, str]], out_dir: Path
     drug = next((d for d in ("cytarabine", "daunorubicin") if any(r.plasma_peak.get(d, 0) > 0 for r in runs)), None)
     views = [v for v in VIEWS if v[0] != "drug" or drug is not None]
     clims: dict[str, tuple[float, float]] = {"oxygen": style.field_scale("oxygen").clim}
+    located = {(i, k): _locate_end(r) if day is None else _locate(r.path, day)
+               for i, (day, _h) in enumerate(days) for k, r in enumerate(runs)}
+    drug_max = 0.0
     if drug is not None:
-        clims[drug] = (0.0, style.nice_ceil(max(r.plasma_peak.get(drug, 0.0) for r in runs)))
+        drug_max = _marrow_max(drug, located.values())
+        top = drug_max if drug_max > 0 else max(r.plasma_peak.get(drug, 0.0) for r in runs)
+        clims[drug] = (0.0, style.nice_ceil(top, fine=True))
     total = len(days) * len(runs) * len(views)
     done = 0
     ss = supersampling(size, max((r.shape for r in runs), key=max))
@@ -434,10 +441,10 @@ def _render_tiles(runs: list[_Run], days: list[tuple[float, str]], out_dir: Path
     plotter = make_plotter(big)
     rows_by_day = []
     try:
-        for day, heading in days:
+        for i, (day, heading) in enumerate(days):
             rows = []
-            for r in runs:
-                loc = _locate_end(r) if day is None else _locate(r.path, day)
+            for k, r in enumerate(runs):
+                loc = located[(i, k)]
                 tiles = []
                 with open_run(loc.path) as run:
                     info = run_info(run, r.label)
@@ -477,7 +484,23 @@ def _render_tiles(runs: list[_Run], days: list[tuple[float, str]], out_dir: Path
             rows_by_day.append((day, heading, rows))
     finally:
         plotter.close()
-    return rows_by_day, drug, clims
+    return rows_by_day, drug, clims, drug_max
+
+
+def _marrow_max(drug: str, located) -> float:
+    """Highest ``drug`` level [uM] in marrow voxels over the (run, snapshot) pairs to be drawn."""
+    from marrow3d.analysis import open_run
+    from marrow3d.kernels import codes
+
+    top = 0.0
+    for path, step in sorted({(loc.path, loc.step) for loc in located}, key=str):
+        with open_run(path) as run:
+            if drug not in run.array_names(step):
+                continue
+            values = run.array(drug, step)[run.tissue == codes.MARROW]
+            if values.size:
+                top = max(top, float(np.nanmax(values)))
+    return top
 
 
 def _why_missing(r: _Run, loc: _Located, missing: list[str], drug: str | None) -> list[str]:
@@ -792,9 +815,9 @@ def _write_report(runs: list[_Run], out: Path, day_list, title, size, renders, p
     if adj is not None:
         images.append(adj)
 
-    rows_by_day, drug, clims = ([], None, {})
+    rows_by_day, drug, clims, drug_max = ([], None, {}, 0.0)
     if renders and day_list:
-        rows_by_day, drug, clims = _render_tiles(runs, day_list, out, size, progress)
+        rows_by_day, drug, clims, drug_max = _render_tiles(runs, day_list, out, size, progress)
         for _day, _heading, rows in rows_by_day:
             for _r, _loc, tiles in rows:
                 images += tiles
@@ -838,7 +861,9 @@ def _write_report(runs: list[_Run], out: Path, day_list, title, size, renders, p
         doc.heading(2, "The marrow, matched by day")
         scales = [f"pO2 {clims['oxygen'][0]:g}–{clims['oxygen'][1]:g} mmHg"]
         if drug is not None:
-            scales.append(f"{drug} {clims[drug][0]:g}–{clims[drug][1]:g} µM (the largest plasma peak of any run)")
+            basis = (f"the highest marrow level in the pictures, {drug_max:.3g} µM, rounded up" if drug_max > 0
+                     else "the largest plasma peak of any run: no marrow level in the pictures")
+            scales.append(f"{drug} {clims[drug][0]:g}–{clims[drug][1]:g} µM ({basis})")
         views = [v for v in VIEWS if v[0] != "drug" or drug is not None]
         doc.para("Vessels: arterioles red, sinusoids blue, lost vessels grey. Niche holders: HSC green, LSC "
                  "orange, other cells grey, empty yellow (cubes endosteal, spheres perivascular). Slices: the "

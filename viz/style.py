@@ -9,7 +9,7 @@ field           scale                 why
 oxygen          0 - 40 mmHg           arterial-side marrow pO2 tops out near 40 mmHg
 signal          log10, 1e-5 - 1 K     decades below the vessel-damage half saturation K
 cytarabine      0 - plasma peak uM    marrow levels relative to the run's plasma peak
-daunorubicin    0 - plasma peak uM    idem
+daunorubicin    0 - plasma peak uM    idem (``marrow3d compare``: 0 - the highest marrow level drawn)
 integrity       0 - 1                 1 = intact vessel; below the floor = lost
 ==============  ====================  ==================================================
 
@@ -94,12 +94,20 @@ class FieldScale:
         return self.clim[1] if self.opacity[-1] <= self.opacity[0] else self.clim[0]
 
 
-def nice_ceil(x: float) -> float:
-    """The smallest 1, 2, 2.5 or 5 x 10^n that is >= ``x`` (``x > 0``)."""
+#: Mantissas of :func:`nice_ceil` with ``fine=True``: a colour-bar end within 25% of the data.
+FINE_MANTISSAS = (1.0, 1.2, 1.5, 2.0, 2.5, 3.0, 4.0, 5.0, 6.0, 8.0, 10.0)
+
+
+def nice_ceil(x: float, fine: bool = False) -> float:
+    """The smallest 1, 2, 2.5 or 5 x 10^n that is >= ``x`` (``x > 0``).
+
+    ``fine=True`` rounds up to :data:`FINE_MANTISSAS` instead (1, 1.2, 1.5, 2, 2.5, 3, 4, 5,
+    6, 8 x 10^n): the result is less than 1.25 x ``x``, so data fill at least 80% of a scale.
+    """
     if not math.isfinite(x) or x <= 0:
         return 1.0
     e = math.floor(math.log10(x))
-    for m in (1.0, 2.0, 2.5, 5.0, 10.0):
+    for m in (FINE_MANTISSAS if fine else (1.0, 2.0, 2.5, 5.0, 10.0)):
         v = m * 10.0**e
         if v >= x * (1 - 1e-9):
             return float(f"{v:.6g}")
