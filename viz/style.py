@@ -95,14 +95,14 @@ class FieldScale:
 
 
 #: Mantissas of :func:`nice_ceil` with ``fine=True``: a colour-bar end within 25% of the data.
-FINE_MANTISSAS = (1.0, 1.2, 1.5, 2.0, 2.5, 3.0, 4.0, 5.0, 6.0, 8.0, 10.0)
+FINE_MANTISSAS = (1.0, 1.2, 1.5, 1.8, 2.0, 2.5, 3.0, 3.5, 4.0, 5.0, 6.0, 7.0, 8.0, 10.0)
 
 
 def nice_ceil(x: float, fine: bool = False) -> float:
     """The smallest 1, 2, 2.5 or 5 x 10^n that is >= ``x`` (``x > 0``).
 
-    ``fine=True`` rounds up to :data:`FINE_MANTISSAS` instead (1, 1.2, 1.5, 2, 2.5, 3, 4, 5,
-    6, 8 x 10^n): the result is less than 1.25 x ``x``, so data fill at least 80% of a scale.
+    ``fine=True`` rounds up to :data:`FINE_MANTISSAS` instead (1, 1.2, 1.5, 1.8, 2, 2.5, 3, 3.5,
+    4, 5, 6, 7, 8 x 10^n): the result is at most 1.25 x ``x``, so data fill at least 80% of a scale.
     """
     if not math.isfinite(x) or x <= 0:
         return 1.0
