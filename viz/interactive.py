@@ -161,7 +161,7 @@ class RunViewer:
             scene = Scene(show="view", bounds=domain_bounds(frame))
             p.set_background(style.BACKGROUND)
             if self.field:
-                _add_field(p, scene, frame, self.info, self.field, [], size, None)
+                _add_field(p, scene, frame, self.info, self.field, [], size, None, solid="volume")
             if self.layers["cells"]:
                 _add_cells(p, scene, frame, [], size)
             if self.layers["niches"]:

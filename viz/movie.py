@@ -35,9 +35,8 @@ def movie_frames(run, info, *, show: str, slices=None, size=(800, 600), camera: 
         for k, step in enumerate(steps):
             frame = frame_for(run, info, step, mode, drug)
             p.clear()
-            draw(p, frame, info, mode, drug, slices=slices, size=big, camera=camera, clim=clim)
-            if orbit:
-                p.camera.Azimuth(360.0 * k / len(steps))
+            draw(p, frame, info, mode, drug, slices=slices, size=big, camera=camera, clim=clim,
+                 azimuth=360.0 * k / len(steps) if orbit else None)
             p.render()  # after the first picture, screenshot() does not render by itself
             img = p.screenshot(return_img=True)
             if progress is not None:

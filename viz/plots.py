@@ -66,7 +66,7 @@ def plot_panel(runs: list[tuple[str, object, float]], *, title: str | None = Non
 
     plt.rcParams.update({"font.size": 10, "axes.titlesize": 11, "axes.titleweight": "bold",
                          "axes.spines.top": False, "axes.spines.right": False})
-    fig = plt.figure(figsize=(13, 10.5), dpi=110, layout="constrained")
+    fig = plt.figure(figsize=(14, 11), dpi=110, layout="constrained")
     gs = fig.add_gridspec(4, 2, height_ratios=[1, 1, 1, 0.12 + 0.06 * len(runs)])
     axes = [fig.add_subplot(gs[i // 2, i % 2]) for i in range(6)]
     strip = fig.add_subplot(gs[3, :])
@@ -138,7 +138,8 @@ def plot_panel(runs: list[tuple[str, object, float]], *, title: str | None = Non
             if tissue is not None and np.nanmax(tissue, initial=0) > 0:
                 ax_pk.plot(day, tissue, ls=ls, lw=1.0, color=color, alpha=0.8,
                            label=once(ax_pk, f"{agent}, marrow mean"))
-            # exposure: cumulative uM h per cell-hour = mean concentration a cell of the type saw
+            # exposure: cumulative uM h / cumulative cell-hours = the time-averaged concentration a
+            # cell of the type saw (uM)
             for cat, label, ccol in (("lsc_lodged", "lodged LSC", style.CELL_COLORS[3]),
                                      ("lsc", "LSC", style.CELL_COLORS[3]), ("blast", "blast", style.CELL_COLORS[4]),
                                      ("hsc", "HSC", style.CELL_COLORS[1])):
@@ -169,26 +170,38 @@ def plot_panel(runs: list[tuple[str, object, float]], *, title: str | None = Non
     ax_vessel.set_ylim(-0.02, 1.05)
     ax_hyp.set_title("Hypoxic fraction (pO2 below threshold)")
     ax_hyp.set_ylabel("fraction of voxels")
+    # fractions start at 0; an all-zero series keeps a 0-0.05 axis instead of matplotlib's +-0.04
+    hyp_top = max((float(np.nanmax(line.get_ydata(), initial=0.0)) for line in ax_hyp.get_lines()), default=0.0)
+    ax_hyp.set_ylim(0.0, max(0.05, 1.05 * hyp_top))
     ax_pk.set_title("Drug levels (thick: plasma, thin: marrow mean)")
     ax_pk.set_ylabel("concentration (µM)")
-    ax_exp.set_title("Mean drug exposure by cell type")
-    ax_exp.set_ylabel("cumulative µM·h per cell-hour (µM)")
-    if not any_drug:
+    ax_exp.set_title("Drug exposure by cell type (time-averaged level seen)")
+    ax_exp.set_ylabel("mean concentration seen so far (µM)")
+    if any_drug:
+        ax_pk.set_ylim(bottom=0.0)
+        ax_exp.set_ylim(bottom=0.0)
+    else:
         for ax in (ax_pk, ax_exp):
-            ax.text(0.5, 0.5, "no cytotoxic therapy in this run", transform=ax.transAxes, ha="center",
-                    va="center", color="#777777")
+            ax.text(0.5, 0.5, "no cytotoxic therapy in " + ("this run" if single else "these runs"),
+                    transform=ax.transAxes, ha="center", va="center", color="#777777")
+            ax.set_yticks([])
     for ax in axes:
         ax.set_xlabel("day")
         ax.grid(alpha=0.25, lw=0.6)
         handles, labels = ax.get_legend_handles_labels()
         if handles:
-            ax.legend(fontsize=8, frameon=False, loc="best", ncol=2 if len(handles) > 4 else 1)
+            # beside the axes, never over the curves
+            ax.legend(fontsize=8, frameon=False, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0,
+                      handlelength=2.4)
     strip.set_yticks(range(len(runs)), [n for n, _, _ in runs][::-1])
     strip.set_xlabel("day")
     strip.set_title("Disease stage", loc="left")
     strip.spines[["left", "top", "right"]].set_visible(False)
     strip.tick_params(axis="y", length=0)
-    strip.set_xlim(axes[0].get_xlim())
+    # one day axis for every panel (an empty panel would otherwise run 0-1)
+    last_day = max((float(np.nanmax(df["day"])) for _, df, _ in runs if len(df)), default=1.0)
+    for ax in (*axes, strip):
+        ax.set_xlim(-0.02 * last_day, last_day * 1.02)
     stage_handles = [Patch(color=style.STAGE_COLORS[s] if s else "#EFEFEF", label=STAGE_NAMES[s]) for s in (0, 1, 2)]
     if not single:
         stage_handles += [Line2D([], [], color="#333333", ls=_LINESTYLES[i % len(_LINESTYLES)], label=name)

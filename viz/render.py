@@ -17,12 +17,10 @@ from . import style
 from ._data import RunInfo, check_step, load_frame, open_run, run_info
 from ._gl import RenderError, configure_headless, require_offscreen
 
-__all__ = ["CAMERAS", "resolve_show", "parse_size", "frame_for", "make_plotter", "decorate", "set_camera",
+__all__ = ["CAMERAS", "resolve_show", "parse_size", "frame_for", "make_plotter", "decorate", "set_camera", "fit_view",
            "render_png", "render_image"]
 
 CAMERAS = ("iso", "xy", "xz", "yz")
-#: zoom after fitting the domain: leaves room for the title, legend and colour bar
-CAMERA_ZOOM = {"iso": 1.0, "xy": 1.3, "xz": 1.3, "yz": 1.3}
 _TITLES = {
     "oxygen": "Oxygen",
     "signal": "Vessel-damage signal",
@@ -105,7 +103,9 @@ def default_camera(camera: str | None, slices) -> str:
 
 
 def set_camera(plotter, camera: str, bounds, zoom: float = 1.0) -> None:
-    """Camera presets: ``iso`` (3/4 view, z up), ``xy`` (down the z axis), ``xz``, ``yz``."""
+    """Camera presets, all with parallel (orthographic) projection, so lengths in the view
+    plane are the same everywhere in the picture: ``iso`` (3/4 view from +x, -y, +z with z up),
+    ``xy`` (down the z axis), ``xz`` (from -y), ``yz`` (from +x)."""
     if camera not in CAMERAS:
         raise RenderError(f"unknown --camera {camera!r}: choose one of {', '.join(CAMERAS)}")
     c = np.array([(bounds[0] + bounds[1]) / 2, (bounds[2] + bounds[3]) / 2, (bounds[4] + bounds[5]) / 2])
@@ -120,11 +120,57 @@ def set_camera(plotter, camera: str, bounds, zoom: float = 1.0) -> None:
         direction, up = np.array([1.0, 0.0, 0.0]), (0, 0, 1)
     direction /= np.linalg.norm(direction)
     plotter.camera_position = [tuple(c + direction * d * 3.0), tuple(c), up]
-    plotter.camera.parallel_projection = camera != "iso"
+    plotter.camera.parallel_projection = True
     plotter.reset_camera(bounds=bounds)
     plotter.camera.zoom(zoom)
-    # shift the picture right, clear of the legend on the left (the colour bar is narrower)
-    plotter.camera.SetWindowCenter(-0.1, -0.02)
+
+
+#: Where the domain is drawn (fractions of the picture, x0, y0, x1, y1): below the title and
+#: stage, above the scale bar and subtitle, left of the colour bar; the left edge moves right
+#: of the legend (see :func:`fit_view`).
+SCENE_BOX = (0.03, 0.12, 0.80, 0.86)
+
+
+def _corners(bounds) -> np.ndarray:
+    return np.array([(x, y, z) for x in bounds[0:2] for y in bounds[2:4] for z in bounds[4:6]], dtype=float)
+
+
+def fit_view(plotter, bounds, size: tuple[int, int], box=SCENE_BOX, orbit: bool = False, margin: float = 0.03) -> None:
+    """Scale and shift the (parallel) camera so the domain fills ``box`` of the picture.
+
+    With ``orbit`` the fit holds for every azimuth of a turn about the vertical axis through
+    the domain centre (``movie --orbit``), so nothing runs under the legend or the colour bar
+    as the camera turns.
+    """
+    cam = plotter.camera
+    cam.SetWindowCenter(0.0, 0.0)
+    m = cam.GetViewTransformMatrix()
+    rot = np.array([[m.GetElement(i, j) for j in range(3)] for i in range(2)])  # camera x, y axes in world
+    corners = _corners(bounds)
+    centre = corners.mean(axis=0)
+    sets = [corners]
+    if orbit:
+        up = np.array(cam.up, dtype=float)
+        up /= np.linalg.norm(up)
+        for a in np.linspace(0.0, 2 * np.pi, 36, endpoint=False)[1:]:
+            # Rodrigues rotation of the corners about the up axis through the centre
+            v = corners - centre
+            vr = (v * np.cos(a) + np.cross(up, v) * np.sin(a) + np.outer(v @ up, up) * (1 - np.cos(a)))
+            sets.append(vr + centre)
+    pts = np.concatenate([s @ rot.T for s in sets])  # camera-plane coordinates (um)
+    lo, hi = pts.min(axis=0), pts.max(axis=0)
+    w, h = hi - lo
+    W, H = size
+    aspect = W / H
+    bw, bh = box[2] - box[0], box[3] - box[1]
+    s = max(h / (2.0 * bh), w / (2.0 * bw * aspect)) * (1.0 + margin)
+    cam.parallel_scale = s
+    # The box's projection is centred on the projected domain centre, the focal point: shift the
+    # picture so that point lands in the middle of the box (a window-centre shift, so the camera
+    # still turns about the domain centre).
+    tx, ty = box[0] + box[2] - 1.0, box[1] + box[3] - 1.0  # box middle in [-1, 1] screen units
+    cam.SetWindowCenter(-tx, -ty)
+    plotter.renderer.ResetCameraClippingRange()
 
 
 def _nice_length(x: float) -> float:
@@ -140,52 +186,103 @@ def _fmt_um(length: float) -> str:
     return f"{length:g} µm" if length < 1000 else f"{length / 1000:g} mm"
 
 
-def add_scale_bar(plotter, bounds, camera: str, size: tuple[int, int]) -> list:
-    """A labelled bar of a round length (um) just outside a bottom edge of the domain.
+def add_scale_bar(plotter, size: tuple[int, int], *, x: float = 0.03, y: float = 0.085) -> list:
+    """A bar of a round length at (``x``, ``y``) of the picture, labelled in um or mm.
 
-    With the planar cameras (parallel projection) the bar lies in the view plane and is exact;
-    with ``iso`` it runs along the front bottom edge of the box, foreshortened like the box.
+    The projection is parallel, so a length in the view plane has the same size everywhere in
+    the picture: the bar is exact for every distance parallel to the screen (slices and planar
+    views: every distance; the iso view: foreshortened edges of the box are shorter).
     """
-    import pyvista as pv
+    from vtkmodules.vtkRenderingCore import vtkTextActor
 
-    h = size[1]
-    horiz, vert, depth = {"iso": (0, 2, 1), "xy": (0, 1, 2), "xz": (0, 2, 1), "yz": (1, 2, 0)}[camera]
-    lo = np.array(bounds[0::2], dtype=float)
-    hi = np.array(bounds[1::2], dtype=float)
-    length = _nice_length((hi[horiz] - lo[horiz]) * 0.3)
-    gap = 0.04 * max(hi - lo)
-    a = lo.copy()
-    if camera == "iso":  # in front of the front (y = ymin) bottom edge
-        a[1] = lo[1] - gap
-    else:
-        a[vert] = lo[vert] - gap
-        a[depth] = hi[depth] if camera in ("xy", "yz") else lo[depth]
-    b = a.copy()
-    b[horiz] += length
-    lw = max(3, h // 220)
-    actors = [plotter.add_mesh(pv.Line(a, b), color=style.TEXT_COLOR, line_width=lw)]
-    tick = 0.35 * gap
-    for end in (a, b):
-        t0, t1 = end.copy(), end.copy()
-        t0[vert] -= tick
-        t1[vert] += tick
-        actors.append(plotter.add_mesh(pv.Line(t0, t1), color=style.TEXT_COLOR, line_width=lw))
-    mid = (a + b) / 2
-    if camera == "iso":
-        mid[1] -= 1.2 * gap
-        mid[2] -= 0.6 * gap
-    else:
-        mid[vert] -= 1.1 * gap
-    actors.append(plotter.add_point_labels(np.array([mid]), [_fmt_um(length)], font_size=max(10, int(h * 0.024)),
-                                           text_color=style.TEXT_COLOR, shape=None, show_points=False,
-                                           always_visible=True, justification_horizontal="center",
-                                           justification_vertical="center", font_family="arial"))
+    from ._overlay import _polygon
+
+    W, H = size
+    px_per_um = H / (2.0 * plotter.camera.parallel_scale)
+    length = _nice_length(0.2 * W / px_per_um)
+    L = length * px_per_um
+    x0, y0 = x * W, y * H
+    thick = max(2.0, H / 300)
+    tick = max(5.0, H / 80)
+    rgb = tuple(int(style.TEXT_COLOR[i:i + 2], 16) / 255 for i in (1, 3, 5))
+    actors = [_polygon([(x0, y0 - thick / 2), (x0 + L, y0 - thick / 2), (x0 + L, y0 + thick / 2),
+                        (x0, y0 + thick / 2)], rgb)]
+    for xe in (x0, x0 + L - thick):
+        actors.append(_polygon([(xe, y0 - tick / 2), (xe + thick, y0 - tick / 2), (xe + thick, y0 + tick / 2),
+                                (xe, y0 + tick / 2)], rgb))
+    label = vtkTextActor()
+    label.SetInput(_fmt_um(length))
+    tp = label.GetTextProperty()
+    tp.SetFontSize(max(10, int(H * 0.024)))
+    tp.SetColor(*rgb)
+    tp.SetFontFamilyToArial()
+    tp.SetVerticalJustificationToCentered()
+    label.SetDisplayPosition(int(x0 + L + 0.4 * tick + 4), int(y0))
+    actors.append(label)
+    for a in actors:
+        plotter.renderer.AddViewProp(a)
     return actors
+
+
+#: Colours of the x, y and z arrows of the axis triad.
+TRIAD_COLORS = {"x": "#D55E00", "y": "#009E73", "z": "#0072B2"}
+
+
+def add_axis_triad(plotter, size: tuple[int, int], *, x: float = 0.925, y: float = 0.075) -> list:
+    """An x, y, z orientation triad drawn in 2D at (``x``, ``y``) of the picture.
+
+    The arrows are the world axes as the current camera projects them (call after the camera
+    is set). A 2D drawing, so it stays legible at any picture size.
+    """
+    from vtkmodules.vtkRenderingCore import vtkTextActor
+
+    from ._overlay import _polygon
+
+    W, H = size
+    m = plotter.camera.GetViewTransformMatrix()
+    rot = np.array([[m.GetElement(i, j) for j in range(3)] for i in range(2)])
+    cx, cy = x * W, y * H
+    arm = 0.055 * H
+    thick = max(1.5, H / 400)
+    actors = []
+    for axis, vec in zip("xyz", np.eye(3)):
+        dx, dy = rot @ vec * arm
+        rgb = tuple(int(TRIAD_COLORS[axis][i:i + 2], 16) / 255 for i in (1, 3, 5))
+        n = np.hypot(dx, dy)
+        if n > 1e-6:
+            ux, uy = -dy / n * thick / 2, dx / n * thick / 2
+            actors.append(_polygon([(cx + ux, cy + uy), (cx + dx + ux, cy + dy + uy), (cx + dx - ux, cy + dy - uy),
+                                    (cx - ux, cy - uy)], rgb))
+        label = vtkTextActor()
+        label.SetInput(axis)
+        tp = label.GetTextProperty()
+        tp.SetFontSize(max(9, int(H * 0.022)))
+        tp.SetColor(*rgb)
+        tp.SetFontFamilyToArial()
+        tp.SetBold(True)
+        tp.SetJustificationToCentered()
+        tp.SetVerticalJustificationToCentered()
+        if n > 0.3 * arm:
+            f = 1.0 + 0.35 * arm / n  # just past the tip
+            label.SetDisplayPosition(int(cx + dx * f), int(cy + dy * f))
+        else:  # the axis points at the viewer (or away): label it beside the origin
+            label.SetDisplayPosition(int(cx - 0.35 * arm), int(cy - 0.3 * arm))
+        actors.append(label)
+    for a in actors:
+        plotter.renderer.AddViewProp(a)
+    return actors
+
+
+def legend_width(entries, font_size: int) -> int:
+    """Width in pixels :func:`marrow3d.viz._overlay.add_legend_2d` gives ``entries``."""
+    r = font_size * 0.38
+    return int(max((len(e[0]) for e in entries), default=0) * font_size * 0.5 + 3.2 * r)
 
 
 def decorate(plotter, scene, frame, info: RunInfo, mode: str, drug: str | None, size: tuple[int, int],
              camera: str) -> list:
-    """Title with day and disease stage, legend, subtitle and a length reference."""
+    """Title with day and disease stage, legend and subtitle (the scale bar and the triad are
+    added with the camera, :func:`draw`)."""
     from ._overlay import add_legend_2d
 
     h = size[1]
@@ -194,7 +291,8 @@ def decorate(plotter, scene, frame, info: RunInfo, mode: str, drug: str | None, 
     actors = [
         plotter.add_text(f"{title}, day {frame.day:.1f}", position=(0.02, 0.935), viewport=True,
                          font_size=max(10, int(h * 0.030)), color=style.TEXT_COLOR, font="arial", name="title"),
-        plotter.add_text(f"stage: {frame.stage_name}", position=(0.02, 0.89), viewport=True,
+        plotter.add_text(f"stage: {frame.stage_name}" + (f"  ·  {scene.title}" if scene.title else ""),
+                         position=(0.02, 0.89), viewport=True,
                          font_size=max(8, int(h * 0.022)), color=_stage_text_color(frame.stage), font="arial",
                          name="stage"),
     ]
@@ -206,10 +304,23 @@ def decorate(plotter, scene, frame, info: RunInfo, mode: str, drug: str | None, 
     actors.append(plotter.add_text(sub, position=(0.02, 0.015), viewport=True, font_size=max(7, int(h * 0.015)),
                                    color="#606060", font="arial", name="subtitle"))
     if scene.legend:
-        actors += add_legend_2d(plotter, scene.legend, x=0.025, y_top=0.84, size=size,
-                                font_size=max(8, int(h * 0.025)))
-    actors += add_scale_bar(plotter, scene.bounds, camera, size)
+        actors += add_legend_2d(plotter, scene.legend, x=0.025, y_top=0.84, size=size, font_size=_legend_font(size))
     return actors
+
+
+def _legend_font(size: tuple[int, int]) -> int:
+    return max(8, int(size[1] * 0.025))
+
+
+def scene_box(scene, size: tuple[int, int]) -> tuple[float, float, float, float]:
+    """:data:`SCENE_BOX`, its left edge right of the legend and its right edge wider without a
+    colour bar."""
+    x0, y0, x1, y1 = SCENE_BOX
+    if scene.legend:
+        x0 = max(x0, 0.025 + legend_width(scene.legend, _legend_font(size)) / size[0] + 0.02)
+    if not scene.scalar_bars:
+        x1 = 0.97
+    return (x0, y0, x1, y1)
 
 
 def _stage_text_color(stage: int) -> str:
@@ -231,8 +342,11 @@ def downsample_image(img: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     return np.asarray(Image.fromarray(img).resize(size, Image.Resampling.LANCZOS))
 
 
-def draw(plotter, frame, info: RunInfo, mode: str, drug: str | None, *, slices, size, camera, clim):
-    """Scene, decorations and camera for one frame on ``plotter`` (drawn at ``size``)."""
+def draw(plotter, frame, info: RunInfo, mode: str, drug: str | None, *, slices, size, camera, clim,
+         azimuth: float | None = None):
+    """Scene, decorations, camera, scale bar and axis triad for one frame on ``plotter`` (drawn at
+    ``size``). ``azimuth`` (degrees): a frame of an orbit, the camera turned that far about the
+    vertical axis (the fit then holds for every azimuth)."""
     from .scene import build_scene
 
     # pyvista re-renders after every added actor once a plotter has rendered: hold that off
@@ -240,7 +354,12 @@ def draw(plotter, frame, info: RunInfo, mode: str, drug: str | None, *, slices, 
     try:
         scene = build_scene(plotter, frame, info, mode, slices=slices, size=size, clim=clim, drug=drug)
         decorate(plotter, scene, frame, info, mode, drug, size, camera)
-        set_camera(plotter, camera, scene.bounds, zoom=CAMERA_ZOOM[camera])
+        set_camera(plotter, camera, scene.bounds)
+        fit_view(plotter, scene.bounds, size, scene_box(scene, size), orbit=azimuth is not None)
+        if azimuth:
+            plotter.camera.Azimuth(azimuth)
+        add_scale_bar(plotter, size)
+        add_axis_triad(plotter, size)
     finally:
         plotter.suppress_rendering = False
     return scene

@@ -1,13 +1,16 @@
 """Scene construction: what each ``--show`` mode puts into a pyvista plotter.
 
 Voxel arrays become :class:`pyvista.ImageData` in um with the voxel centre of (0, 0, 0) at
-the run's origin. Continuous fields are drawn as one volume (or voxel-exact orthogonal
-planes with ``--slice``); vessels and bone as smoothed label surfaces (SurfaceNets through
-``contour_labels``); rare cells and niche slots as glyphs at full resolution.
+the run's origin. Continuous fields are drawn as an opaque block with its front octant cut
+away (:func:`cutaway_faces`: every value on the visible faces gets its colour from the full
+colour map), or as voxel-exact orthogonal planes with ``--slice``; the interactive viewer
+keeps a volume with a clip plane. Vessels and bone are smoothed label surfaces (SurfaceNets
+through ``contour_labels``); rare cells and niche slots glyphs at full resolution.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -22,7 +25,7 @@ from ._data import Frame, RunInfo, block_reduce
 from ._gl import RenderError
 
 __all__ = ["Scene", "SliceSpec", "parse_slices", "build_scene", "voxel_grid", "field_values",
-           "vessel_surfaces", "tissue_plane"]
+           "vessel_surfaces", "tissue_plane", "cutaway_faces"]
 
 
 @dataclass(frozen=True)
@@ -261,6 +264,79 @@ def vessel_outlines(frame: Frame, spec: SliceSpec) -> dict[str, pv.PolyData]:
     return out
 
 
+def _face(frame: Frame, values: np.ndarray, axis: int, layer: int, at: float, lo: tuple[int, int],
+          hi: tuple[int, int], name: str) -> pv.ImageData | None:
+    """A flat ImageData at coordinate ``at`` (um) across array axis ``axis`` (0 z, 1 y, 2 x),
+    coloured by voxel layer ``layer`` of ``values`` over the index box ``lo``-``hi`` of the
+    two other axes (in (z, y, x) order)."""
+    rest = [a for a in range(3) if a != axis]
+    if any(h <= l for l, h in zip(lo, hi)):
+        return None
+    h = frame.spacing_um
+    sl = [slice(None)] * 3
+    sl[axis] = layer
+    sl[rest[0]] = slice(lo[0], hi[0])
+    sl[rest[1]] = slice(lo[1], hi[1])
+    plane = values[tuple(sl)]
+    dims = [1, 1, 1]  # x, y, z points
+    origin = [0.0, 0.0, 0.0]
+    for a, l, hh in zip(rest, lo, hi):
+        dims[2 - a] = hh - l + 1
+        origin[2 - a] = frame.origin_xyz_um[2 - a] + (l - 0.5) * h
+    origin[2 - axis] = at
+    grid = pv.ImageData(dimensions=tuple(dims), spacing=(h, h, h), origin=tuple(origin))
+    grid.cell_data[name] = np.ascontiguousarray(plane).ravel()  # remaining (z, y, x) order: x fastest
+    return grid
+
+
+def cutaway_faces(frame: Frame, values: np.ndarray, name: str) -> list[pv.ImageData]:
+    """The surface of the rendered block with its front octant removed, as flat pieces.
+
+    The octant nearest the iso camera (high x, low y, high z half of each axis) is cut away,
+    so the block shows three interior planes through its middle besides its outer faces.
+    Every piece is voxel-exact (cell data of the voxel layer it bounds); the six outer faces
+    are all present, so the block stays closed when the camera turns (``movie --orbit``).
+    """
+    nz, ny, nx = values.shape
+    iz, iy, ix = nz // 2, ny // 2, nx // 2
+    h = frame.spacing_um
+    ox, oy, oz = frame.origin_xyz_um
+    X = lambda i: ox + (i - 0.5) * h  # noqa: E731 - voxel-boundary coordinates
+    Y = lambda j: oy + (j - 0.5) * h  # noqa: E731
+    Z = lambda k: oz + (k - 0.5) * h  # noqa: E731
+    pieces = [
+        # back faces, whole: x = min, y = max, z = min
+        _face(frame, values, 2, 0, X(0), (0, 0), (nz, ny), name),
+        _face(frame, values, 1, ny - 1, Y(ny), (0, 0), (nz, nx), name),
+        _face(frame, values, 0, 0, Z(0), (0, 0), (ny, nx), name),
+        # front faces around the notch: z = max (top), x = max, y = min
+        _face(frame, values, 0, nz - 1, Z(nz), (0, 0), (ny, ix), name),
+        _face(frame, values, 0, nz - 1, Z(nz), (iy, ix), (ny, nx), name),
+        _face(frame, values, 2, nx - 1, X(nx), (0, 0), (iz, ny), name),
+        _face(frame, values, 2, nx - 1, X(nx), (iz, iy), (nz, ny), name),
+        _face(frame, values, 1, 0, Y(0), (0, 0), (iz, nx), name),
+        _face(frame, values, 1, 0, Y(0), (iz, 0), (nz, ix), name),
+        # the three cut planes through the middle, facing the camera
+        _face(frame, values, 2, ix - 1, X(ix), (iz, 0), (nz, iy), name),
+        _face(frame, values, 1, iy, Y(iy), (iz, ix), (nz, nx), name),
+        _face(frame, values, 0, iz - 1, Z(iz), (0, ix), (iy, nx), name),
+    ]
+    return [pc for pc in pieces if pc is not None]
+
+
+def plane_label(frame: Frame, slices: list[SliceSpec]) -> str:
+    """``"plane z = 155 µm"`` (the voxel-centre coordinate of each drawn plane), or ``""``."""
+    parts = []
+    shape = _render_shape(frame)
+    for spec in slices:
+        ax = spec.index_axis
+        pos = frame.origin_xyz_um[2 - ax] + _plane_index(frame, spec, shape) * frame.spacing_um
+        parts.append(f"{spec.axis} = {pos:g} µm")
+    if not parts:
+        return ""
+    return ("plane " if len(parts) == 1 else "planes ") + ", ".join(parts)
+
+
 def tissue_plane(frame: Frame, spec: SliceSpec) -> pv.ImageData:
     t = frame.tissue
     if frame.factor > 1:
@@ -273,6 +349,27 @@ def _tissue_cmap() -> ListedColormap:
 
 
 # ------------------------------------------------------------------ the scene
+def bar_labels(lo: float, hi: float) -> int:
+    """How many evenly spaced colour-bar labels put round numbers on [lo, hi] (3 to 8).
+
+    The step between labels is 1, 2, 2.5 or 5 x 10^n when one such step divides the range
+    into 2 to 7 intervals (fewest labels above 3 preferred); else 5 labels.
+    """
+    span = hi - lo
+    if not span > 0:
+        return 2
+    best = None
+    for n in range(3, 9):
+        step = span / (n - 1)
+        e = math.floor(math.log10(step))
+        m = step / 10.0**e
+        if any(abs(m - r) < 1e-6 for r in (1.0, 2.0, 2.5, 5.0, 10.0)):
+            best = n
+            if n >= 4:
+                break
+    return best or 5
+
+
 def _scalar_bar_args(title: str, size: tuple[int, int], n_labels: int = 5, fmt: str = "%.3g") -> dict:
     h = size[1]
     return dict(title=title + "\n", vertical=True, position_x=0.87, position_y=0.12, width=0.05, height=0.62,
@@ -285,17 +382,15 @@ def build_scene(plotter: pv.Plotter, frame: Frame, info: RunInfo, show: str, *,
                 clim: tuple[float, float] | None = None, drug: str | None = None) -> Scene:
     """Add the actors of one ``--show`` mode for ``frame`` to ``plotter`` (no camera, no text)."""
     slices = slices or []
-    scene = Scene(show=show, bounds=domain_bounds(frame))
+    scene = Scene(show=show, bounds=domain_bounds(frame), title=plane_label(frame, slices))
     plotter.set_background(style.BACKGROUND)
-    outline = pv.Box(bounds=scene.bounds).outline()
-    scene.add("outline", plotter.add_mesh(outline, color="#9A9A9A", line_width=1.0))
+    if slices or show not in ("oxygen", "signal", "drug"):  # a cut-away block draws its own edges
+        outline = pv.Box(bounds=scene.bounds).outline()
+        scene.add("outline", plotter.add_mesh(outline, color="#9A9A9A", line_width=1.0))
 
     if show in ("oxygen", "signal", "drug"):
         name = drug if show == "drug" else show
-        _add_field(plotter, scene, frame, info, name, slices, size, clim)
-        if not slices:  # slices carry vessel outlines and bone instead
-            _add_vessels(plotter, scene, frame, info, "context", slices)
-            _add_bone(plotter, scene, frame, slices, opacity=0.12)
+        _add_field(plotter, scene, frame, info, name, slices, size, clim)  # bone is drawn in its colour
     elif show == "cells":
         _add_cells(plotter, scene, frame, slices, size)
         if not slices:
@@ -342,12 +437,25 @@ def _transported(frame: Frame) -> np.ndarray:
     return ~(block_reduce(solid, frame.factor, "mean") >= 0.5)
 
 
-def _add_field(plotter, scene, frame, info, name, slices, size, clim) -> None:
+def _add_field(plotter, scene, frame, info, name, slices, size, clim, solid: str = "cutaway") -> None:
+    """The field as ``slices``, else as a cut-away block (``solid="cutaway"``) or a volume."""
     scale = style.field_scale(name, drug_peak_uM=info.drug_peak_uM.get(name), signal_k_su=info.signal_k_su, clim=clim)
     vals = field_values(frame.fields[name], scale)
     live = _transported(frame)
-    bar = _scalar_bar_args(scale.title, size)
+    bar = _scalar_bar_args(scale.title, size, n_labels=bar_labels(*scale.clim))
     scene.scalar_bars.append(scale.title)
+    if not slices and solid == "cutaway":
+        vals = np.where(live, vals, np.nan).astype(np.float32)
+        lw = max(1.0, size[1] / 700)
+        for i, piece in enumerate(cutaway_faces(frame, vals, scale.title)):
+            scene.add("field", plotter.add_mesh(piece, scalars=scale.title, cmap=scale.cmap, clim=scale.clim,
+                                                nan_color=style.BONE_COLOR, show_scalar_bar=(i == 0),
+                                                scalar_bar_args=bar, lighting=False))
+            # unlit faces keep their exact colours; edges show the block's shape and the cut
+            scene.add("field", plotter.add_mesh(piece.outline(), color="#4A4A4A", line_width=lw, lighting=False))
+        if not live.all():
+            scene.legend.append(("bone", style.BONE_COLOR, "rectangle"))
+        return
     if slices:
         vals = np.where(live, vals, np.nan).astype(np.float32)
         solid_shown = False
@@ -464,7 +572,7 @@ def _add_cells(plotter, scene, frame, slices, size) -> None:
         if cat.any():
             scene.add("cells", _add_categorical_volume(plotter, frame, cat, ["#FFFFFF", style.CELL_COLORS[codes.PROGENITOR],
                                                                               style.CELL_COLORS[codes.BLAST]],
-                                                       [0.0, 0.006, 0.22]))
+                                                       [0.0, 0.07, 0.22]))
         # rare stem cells as spheres, at full resolution
         r = _glyph_radius(frame, 1 / 70)
         for code in (codes.HSC, codes.LSC):
@@ -509,7 +617,7 @@ def niche_holders(frame: Frame) -> dict[str, np.ndarray]:
 
 
 def _add_niches(plotter, scene, frame, slices) -> None:
-    r = _glyph_radius(frame, 1 / 75)
+    r = _glyph_radius(frame, 1 / 60)
     shapes = {codes.NICHE_ENDOSTEAL: pv.Cube(x_length=2 * r, y_length=2 * r, z_length=2 * r),
               codes.NICHE_PERIVASCULAR: pv.Sphere(radius=r, theta_resolution=16, phi_resolution=12)}
     for holder, mask in niche_holders(frame).items():
