@@ -52,8 +52,9 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Render one time point of a run to a PNG, off screen.
 
-        Fields: a volume, or voxel-exact planes with --slice, on fixed colour scales
-        (pO2 0-40 mmHg; signal log10; drugs 0 to the run's plasma peak).
+        Fields: a block with its front octant cut away, or voxel-exact planes with --slice,
+        on fixed colour scales (pO2 0-40 mmHg; signal log10; drugs 0 to the run's plasma peak).
+        Parallel projection: the scale bar is exact in the view plane; a triad shows x, y, z.
         Vessels: smoothed surfaces by class; lost vessels grey.
         Cells: HSC and LSC spheres over a progenitor/blast volume.
         Niches: slots marked by who holds them.
