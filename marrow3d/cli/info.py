@@ -15,7 +15,8 @@ from .common import console
 
 __all__ = ["print_environment", "print_run_summary", "cpu_name", "gpu_names"]
 
-PACKAGES = ("marrow3d", "quadrants", "numpy", "scipy", "h5py", "pyvista", "vtk", "pydantic", "typer", "dask", "cupy-cuda12x")
+PACKAGES = ("marrow3d", "quadrants", "numpy", "scipy", "h5py", "pyvista", "vtk", "pydantic", "typer", "xarray", "dask",
+            "cupy-cuda12x")
 
 
 def cpu_name() -> str:
