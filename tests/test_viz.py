@@ -495,3 +495,31 @@ def test_panel_layout_legends_beside_axes_and_zero_fraction_axis():
             assert ax.get_xlim()[1] == pytest.approx(2.0 * 1.02)  # one day axis for all panels
     finally:
         plt.close(fig)
+
+
+def test_sweep_report_axes_start_at_zero(tmp_path, monkeypatch):
+    """sweep-report on a hand-made summary: non-negative endpoints get axes from 0 (an all-zero
+    endpoint a 0-1 axis, not matplotlib's +-0.04) and the mean line is in the legend."""
+    import pandas as pd
+    from matplotlib.figure import Figure
+
+    from marrow3d.sweep.report import make_report
+
+    rows = [{"member_id": f"p00{p}_s{s}", "seed": s, "cells.initial.lsc_count": n, "status": "done",
+             "final_lsc": 5.0 * n + s, "final_blast": 0.0} for p, n in enumerate((4, 40)) for s in (1, 2)]
+    pd.DataFrame(rows).to_csv(tmp_path / "summary.csv", index=False)
+    figures = []
+    savefig = Figure.savefig
+
+    def keep(fig, *args, **kwargs):
+        figures.append(fig)
+        return savefig(fig, *args, **kwargs)
+
+    monkeypatch.setattr(Figure, "savefig", keep)
+    assert make_report(tmp_path, tmp_path / "r.png").is_file()
+    axes = {ax.get_ylabel(): ax for ax in figures[0].axes}
+    assert axes["final blast count"].get_ylim() == pytest.approx((-0.03, 1.0))
+    lo, hi = axes["final LSC count"].get_ylim()
+    assert lo < 0 < 0.05 * hi and hi >= 202.0
+    labels = [t.get_text() for leg in figures[0].legends for t in leg.get_texts()]
+    assert labels == ["seed 1", "seed 2", "mean over seeds"]

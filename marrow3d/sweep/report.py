@@ -25,8 +25,8 @@ REPORT_ENDPOINTS = {
     "final_lsc": "final LSC count",
     "final_blast": "final blast count",
     "min_burden": "min LSC+blast",
-    "min_burden_day": "day of min burden",
-    "relapse_day": "relapse day",
+    "min_burden_day": "day of min burden (d)",
+    "relapse_day": "relapse day (d)",
     "final_hsc_niche_share": "final HSC niche share",
     "arteriole_loss": "arteriole loss (1 - integrity)",
     "final_hypoxic_fraction": "final hypoxic fraction",
@@ -124,7 +124,13 @@ def make_report(sweep_dir: str | Path, out: str | Path | None = None) -> Path:
             means = [np.nanmean(y[ok & (x == v)]) for v in ux]
             # Means: a line along a numeric axis, a bar mark per arm on a categorical one.
             ax.plot(ux, means, "_" if cats is not None else "-", color="black", ms=16, mew=1.5, lw=1,
-                    alpha=0.7, zorder=2)
+                    alpha=0.7, zorder=2, label="mean over seeds" if i == 0 else None)
+            # every endpoint is a count, day, share or fraction: the axis starts at 0 (a dot on 0
+            # stays whole), and an all-zero endpoint keeps a 0-1 axis (matplotlib: 0 +- 0.04)
+            top = float(np.nanmax(y[ok]))
+            if float(np.nanmin(y[ok])) >= 0:
+                top = top * 1.08 if top > 0 else 1.0
+                ax.set_ylim(-0.03 * top, top)
         if cats is not None:
             ax.set_xlim(-0.5, len(cats) - 0.5)
             ax.set_xticks(range(len(cats)))
@@ -132,8 +138,8 @@ def make_report(sweep_dir: str | Path, out: str | Path | None = None) -> Path:
         ax.set_xlabel(xname, fontsize=8)
         ax.set_ylabel(REPORT_ENDPOINTS[endpoint], fontsize=8)
         ax.tick_params(labelsize=7)
-    if panels and 1 < len(seeds) <= 10:
-        fig.legend(loc="outside lower center", ncols=min(len(seeds), 6), fontsize=7, frameon=False)
+    if panels and len(seeds) <= 10:
+        fig.legend(loc="outside lower center", ncols=min(len(seeds) + 1, 6), fontsize=7, frameon=False)
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, dpi=110)
     return out
