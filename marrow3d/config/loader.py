@@ -157,7 +157,8 @@ def _format_error(model: type[BaseModel], err: dict[str, Any], source: str) -> s
     if kind == "missing":
         return f"{source}: key {key!r} is required"
     if isinstance(value, dict):  # a cross-field check of a whole section: its message names the keys
-        return f"{source}: [{key}] {msg.removeprefix('Value error, ')}"
+        where = f"[{key}] " if loc else ""
+        return f"{source}: {where}{msg.removeprefix('Value error, ')}"
     return f"{source}: {key} = {shown} is invalid: {msg}"
 
 
