@@ -28,7 +28,7 @@ import h5py
 import numpy as np
 
 from ..errors import CheckpointError, OutputError
-from .h5access import abandon, open_for_reading, write_failure
+from .h5access import WRITE_OPTIONS, abandon, open_for_reading, write_failure
 from .h5tree import read_tree, write_tree
 from .integrity import IntegrityProblem, verify_record, write_record
 from .runfile import SCHEMA_VERSION, now_iso
@@ -199,7 +199,7 @@ class Checkpointer:
         h5 = None
         try:
             # v110 or later: object headers carry HDF5's own metadata checksums too.
-            h5 = h5py.File(tmp, "w", libver="v110")
+            h5 = h5py.File(tmp, "w", libver="v110", **WRITE_OPTIONS)
             meta = h5.create_group("meta")
             meta.attrs["kind"] = "checkpoint"
             meta.attrs["schema_version"] = SCHEMA_VERSION

@@ -42,6 +42,7 @@ from ..errors import CheckpointError
 from .runlock import writer_alive
 
 __all__ = [
+    "WRITE_OPTIONS",
     "open_for_reading",
     "read_superblock",
     "Superblock",
@@ -52,6 +53,11 @@ __all__ = [
     "lookup3",
 ]
 
+#: h5py.File options of every marrow3d writer: no raw-data chunk cache, so a failed write
+#: (disk full) raises where the data is written. With a cache, HDF5 writes a chunk when its
+#: dataset object is garbage-collected, where h5py can only print the failure, and a later
+#: call (starting SWMR mode) then crashes the process.
+WRITE_OPTIONS = {"rdcc_nbytes": 0}
 #: Metadata read attempts of a SWMR reader (HDF5's back-off starts at a nanosecond and doubles:
 #: 24 attempts retry for about 20 ms, 100 attempts for most of an hour).
 SWMR_READ_ATTEMPTS = 24

@@ -21,7 +21,7 @@ import numpy as np
 
 from ..errors import CheckpointError, OutputError
 from .checkpointer import fsync_dir
-from .h5access import abandon, open_for_reading, write_failure
+from .h5access import WRITE_OPTIONS, abandon, open_for_reading, write_failure
 from .runfile import write_anatomy, write_meta
 
 __all__ = ["RunWriter", "RUN_FILE_NAME", "check_resumable"]
@@ -147,7 +147,7 @@ class RunWriter:
         tmp = self.path.with_name(f".{RUN_FILE_NAME}.tmp-{os.getpid()}")
         h5 = None
         try:
-            h5 = h5py.File(tmp, "w", libver="latest")
+            h5 = h5py.File(tmp, "w", libver="latest", **WRITE_OPTIONS)
             if self.resume and self.path.exists():
                 self._fill_resumed(h5, model)
             else:
@@ -238,7 +238,7 @@ class RunWriter:
         try:
             # No HDF5 lock: readers may hold the file (their locks must not stop this write);
             # the run directory's writer lock keeps other writers out.
-            h5 = h5py.File(self.path, "a", locking=False)
+            h5 = h5py.File(self.path, "a", locking=False, **WRITE_OPTIONS)
             if "state" in h5:
                 del h5["state"]
             state = h5.create_group("state")
