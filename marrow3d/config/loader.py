@@ -108,22 +108,27 @@ def apply_overrides(data: dict[str, Any], overrides: list[str] | tuple[str, ...]
     return out
 
 
+def _keys_of(model: Any) -> dict[str, Any]:
+    """The keys a user writes for ``model``'s fields (a field's alias when it has one, e.g.
+    ``set`` for the attribute ``set_``) -> field info."""
+    fields = getattr(model, "model_fields", None) or {}
+    return {(info.alias or name): info for name, info in fields.items()}
+
+
 def _known_keys(model: type[BaseModel], loc: tuple) -> list[str]:
-    """Field names valid at ``loc`` (the parent path of an unknown key)."""
+    """Keys valid at ``loc`` (the parent path of an unknown key), as a user writes them."""
     current: Any = model
     for part in loc:
         if isinstance(part, int):
             continue
-        fields = getattr(current, "model_fields", None)
-        if not fields or part not in fields:
+        keys = _keys_of(current)
+        if part not in keys:
             return []
-        ann = fields[part].annotation
-        sub = _first_model(ann)
+        sub = _first_model(keys[part].annotation)
         if sub is None:
             return []
         current = sub
-    fields = getattr(current, "model_fields", None)
-    return list(fields) if fields else []
+    return list(_keys_of(current))
 
 
 def _first_model(annotation: Any) -> type[BaseModel] | None:
