@@ -169,6 +169,8 @@ def _read_any(path_spec: str | os.PathLike, what: str) -> tuple[np.ndarray, Path
         raise MaskError(f"{what} file {str(path)!r} does not exist")
     if path.is_dir():
         raise MaskError(f"{what} path {str(path)!r} is a directory, not a file")
+    if not path.is_file():  # a FIFO or device would block the read or never end
+        raise MaskError(f"{what} path {str(path)!r} is not a regular file")
     if suffix == ".npy":
         arr = _read_npy(path)
     elif suffix in (".tif", ".tiff"):
@@ -217,8 +219,10 @@ def mask_shape(path_spec: str | os.PathLike) -> tuple[int, ...]:
         )
     if not path.exists():
         raise MaskError(f"mask file {str(path)!r} does not exist")
-    if not path.is_file():
+    if path.is_dir():
         raise MaskError(f"mask path {str(path)!r} is a directory, not a file")
+    if not path.is_file():
+        raise MaskError(f"mask path {str(path)!r} is not a regular file")
     shape = _header_shape(path, dataset, suffix)
     if len(shape) != 3:
         raise MaskError(

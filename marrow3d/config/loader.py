@@ -59,6 +59,8 @@ def read_toml(path: str | Path) -> dict[str, Any]:
         raise ConfigError(f"config file {str(p)!r} does not exist")
     if p.is_dir():
         raise ConfigError(f"config path {str(p)!r} is a directory, not a TOML file")
+    if not p.is_file():  # a FIFO or device would block the read or never end
+        raise ConfigError(f"config path {str(p)!r} is not a regular file")
     try:
         text = p.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
@@ -161,7 +163,7 @@ def _format_error(model: type[BaseModel], err: dict[str, Any], source: str) -> s
     msg = err.get("msg", "invalid value")
     if kind == "missing":
         return f"{source}: key {key!r} is required"
-    if isinstance(value, dict):  # a cross-field check of a whole section: its message names the keys
+    if isinstance(value, dict) and kind == "value_error":  # a cross-field check of a section: its message names the keys
         where = f"[{key}] " if loc else ""
         return f"{source}: {where}{msg.removeprefix('Value error, ')}"
     return f"{source}: {key} = {shown} is invalid: {msg}"

@@ -345,6 +345,8 @@ def load_checkpoint(path: str | Path) -> tuple[dict[str, Any], dict[str, Any]]:
         p = p / LATEST_NAME
     if not p.exists():
         raise CheckpointError(f"checkpoint {str(p)!r} does not exist")
+    if not p.is_file():  # a FIFO would block the read
+        raise CheckpointError(f"checkpoint {str(p)!r} is not a regular file")
     if not h5py.is_hdf5(p):
         raise CheckpointError(f"checkpoint {str(p)!r} is not an HDF5 file (truncated or foreign)")
     try:
