@@ -69,7 +69,7 @@ def _assert_same_file(a: Path, b: Path, skip_attrs: set[str]) -> None:
 #: Attributes allowed to differ: when the file was made and by which command (run, or resume)
 #: legitimately differ, and so does a checkpoint's checksum record, which covers them:
 #: _assert_same_record compares it without them.
-_RUN_SKIP = {"/meta@created", "/meta@command_line"}
+_RUN_SKIP = {"/meta@created", "/meta@command_line", "/meta@integrity", "/meta@integrity_sha256"}
 _CKPT_SKIP = {"/meta@created", "/meta@command_line", "/meta@integrity", "/meta@integrity_sha256"}
 
 
@@ -109,6 +109,7 @@ def test_continuation_equals_direct(runs):
     # final checkpoints: the whole state (fields, lattice, Philox counter, schedules, history)
     _assert_same_file(direct / "checkpoint.h5", cont / "checkpoint.h5", _CKPT_SKIP)
     _assert_same_record(direct / "checkpoint.h5", cont / "checkpoint.h5")
+    _assert_same_record(direct / "run.h5", cont / "run.h5")
     with h5py.File(cont / "checkpoint.h5", "r") as h5:
         assert int(h5["meta"].attrs["iteration"]) == 48
 

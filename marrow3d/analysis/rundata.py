@@ -24,6 +24,7 @@ import pandas as pd
 
 from ..errors import CheckpointError, Marrow3DError
 from ..output.h5access import open_for_reading
+from ..output.integrity import IntegrityProblem, verify_record
 from ..output.runfile import SCHEMA_VERSION
 from . import spatial
 from .backends import ArrayBackend, get_backend
@@ -195,6 +196,10 @@ class RunData:
         voxel = grp.attrs.get("voxel_um")
         if voxel is None or not np.isfinite(float(voxel)) or float(voxel) <= 0:
             raise CheckpointError(f"{p!r}: {grp.name}@voxel_um is {voxel!r}; a positive voxel size in um is needed")
+        try:
+            verify_record(h5)  # a checkpoint's covers the file, run.h5's its /meta and /anatomy
+        except IntegrityProblem as exc:
+            raise CheckpointError(f"{p!r} is damaged: {exc}") from None
         return kind
 
     def close(self) -> None:

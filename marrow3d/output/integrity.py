@@ -1,4 +1,4 @@
-"""Checksums over a whole HDF5 file: every dataset and every attribute of every group.
+"""Checksums over an HDF5 file: every dataset and every attribute of every group.
 
 A checkpoint carries, in ``/meta@integrity``, the SHA-256 of each object it holds, and in
 ``/meta@integrity_sha256`` the SHA-256 of that record. The record is built by walking the
@@ -10,6 +10,11 @@ Each dataset enters as its dtype, shape and raw bytes (C order); each attribute 
 value: UTF-8 text for strings, dtype, shape and raw bytes for anything else. This guards
 against damage (a flipped bit, a truncated or edited dataset), not against someone who
 rewrites the record too.
+
+``run.h5`` carries a record with a scope: its static part (``/meta`` and ``/anatomy``),
+rewritten when the final state is added; the growing datasets are protected by their
+Fletcher-32 checksums instead. (Strings live in HDF5's global heap, which has no checksum of
+its own: without the record a damaged ``config_toml`` would read back as another config.)
 """
 
 from __future__ import annotations
@@ -55,8 +60,11 @@ def _value_digest(value: Any) -> str:
     return h.hexdigest()
 
 
-def tree_digests(h5: h5py.File) -> dict[str, str]:
+def tree_digests(h5: h5py.File, scope: list[str] | None = None) -> dict[str, str]:
     """SHA-256 of every dataset (``/path``) and attribute (``/path@name``) in ``h5``.
+
+    ``scope``: only these groups (e.g. ``["/meta", "/anatomy"]``), their attributes and
+    everything under them; the whole file (root attributes included) when None.
 
     Reads every dataset in full.
 
@@ -74,11 +82,19 @@ def tree_digests(h5: h5py.File) -> dict[str, str]:
             if path not in _EXCLUDED:
                 out[path] = _value_digest(obj.attrs[key])
 
-    attrs_of("/", h5)
+    if scope is None:
+        attrs_of("/", h5)
+    else:
+        for root in scope:
+            if root.strip("/") in h5:
+                attrs_of("/" + root.strip("/"), h5[root])
 
     def visit(name: str, obj) -> None:
         path = "/" + name
-        attrs_of(path, obj)
+        if scope is not None and not any(path == r or path.startswith(r.rstrip("/") + "/") for r in scope):
+            return
+        if scope is None or path not in scope:
+            attrs_of(path, obj)
         if isinstance(obj, h5py.Dataset):
             try:
                 data = obj[()]
@@ -90,9 +106,13 @@ def tree_digests(h5: h5py.File) -> dict[str, str]:
     return out
 
 
-def write_record(h5: h5py.File) -> None:
-    """Checksum everything in the open, writable ``h5`` and store the record in ``/meta``."""
-    text = json.dumps({"sha256": tree_digests(h5)}, sort_keys=True, separators=(",", ":"))
+def write_record(h5: h5py.File, scope: list[str] | None = None) -> None:
+    """Checksum everything in the open, writable ``h5`` (or the groups of ``scope``) and store
+    the record in ``/meta``."""
+    record: dict[str, Any] = {"sha256": tree_digests(h5, scope)}
+    if scope is not None:
+        record["scope"] = list(scope)
+    text = json.dumps(record, sort_keys=True, separators=(",", ":"))
     meta = h5.require_group("meta")
     meta.attrs[RECORD_ATTR] = text
     meta.attrs[RECORD_DIGEST_ATTR] = hashlib.sha256(text.encode("utf-8")).hexdigest()
@@ -118,12 +138,13 @@ def verify_record(h5: h5py.File) -> bool:
     if not isinstance(text, str) or stored != hashlib.sha256(text.encode("utf-8")).hexdigest():
         raise IntegrityProblem("its integrity record (/meta@integrity) is damaged")
     try:
-        record = json.loads(text)["sha256"]
-        if not isinstance(record, dict):
+        data = json.loads(text)
+        record, scope = data["sha256"], data.get("scope")
+        if not isinstance(record, dict) or not (scope is None or all(isinstance(g, str) for g in scope)):
             raise TypeError
     except (ValueError, KeyError, TypeError):
         raise IntegrityProblem("its integrity record (/meta@integrity) is not a checksum table") from None
-    actual = tree_digests(h5)
+    actual = tree_digests(h5, scope)
     missing = sorted(set(record) - set(actual))
     extra = sorted(set(actual) - set(record))
     changed = sorted(k for k in set(record) & set(actual) if record[k] != actual[k])

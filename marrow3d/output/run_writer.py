@@ -22,9 +22,13 @@ import numpy as np
 from ..errors import CheckpointError, OutputError
 from .checkpointer import fsync_dir
 from .h5access import WRITE_OPTIONS, abandon, open_for_reading, write_failure
+from .integrity import write_record
 from .runfile import write_anatomy, write_meta
 
-__all__ = ["RunWriter", "RUN_FILE_NAME", "check_resumable"]
+__all__ = ["RunWriter", "RUN_FILE_NAME", "RECORD_SCOPE", "check_resumable"]
+
+#: The part of run.h5 its checksum record (/meta@integrity) covers: what does not grow.
+RECORD_SCOPE = ["/meta", "/anatomy"]
 
 log = logging.getLogger(__name__)
 
@@ -152,6 +156,7 @@ class RunWriter:
                 self._fill_resumed(h5, model)
             else:
                 self._fill_new(h5, model)
+            write_record(h5, RECORD_SCOPE)
             h5.swmr_mode = True
             os.replace(tmp, self.path)
             fsync_dir(self.directory)
@@ -255,6 +260,7 @@ class RunWriter:
             for key in ("config_toml", "marrow3d_version", *_LAST_LEG_KEYS):
                 if key in self.meta:
                     h5["meta"].attrs[key] = self.meta[key]
+            write_record(h5, RECORD_SCOPE)
             h5.close()
         except (OSError, RuntimeError) as exc:
             abandon(h5)
