@@ -13,6 +13,7 @@ __all__ = [
     "MaskError",
     "BackendError",
     "CheckpointError",
+    "OutputError",
     "SolverError",
     "NonFiniteError",
 ]
@@ -36,6 +37,11 @@ class BackendError(Marrow3DError, RuntimeError):
 
 class CheckpointError(Marrow3DError, OSError):
     """A checkpoint or run file is missing, truncated, foreign or of another schema."""
+
+
+class OutputError(Marrow3DError, OSError):
+    """Output cannot be written: the run directory is not writable or has another writer, or
+    the disk filled up; the message says what was kept and how to continue."""
 
 
 class SolverError(Marrow3DError, RuntimeError):

@@ -6,14 +6,18 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import logging
+import os
 from pathlib import Path
 
 from .config import SimulationConfig, config_from_toml_text
-from .errors import CheckpointError, ConfigError
+from .errors import CheckpointError, ConfigError, Marrow3DError, OutputError
+from .output.h5access import write_failure
 
-__all__ = ["run_simulation", "build_simulation", "default_run_dir", "make_model", "ensure_backend"]
+__all__ = ["run_simulation", "resume_run", "branch_run", "build_simulation", "check_inputs", "default_run_dir",
+           "make_model", "ensure_backend"]
 
 log = logging.getLogger(__name__)
 
@@ -112,20 +116,143 @@ def build_simulation(model, cfg: SimulationConfig, out_dir: Path, backend_name: 
     return sim
 
 
-def _prepare_new_dir(out_dir: Path) -> None:
-    if out_dir.exists() and not out_dir.is_dir():
-        raise ConfigError(f"--out {str(out_dir)!r} exists and is not a directory")
-    if (out_dir / "run.h5").exists() or (out_dir / "checkpoint.h5").exists():
-        raise ConfigError(
-            f"{str(out_dir)!r} already holds a run; continue it with `marrow3d resume {out_dir}` or choose another --out"
-        )
-    out_dir.mkdir(parents=True, exist_ok=True)
+def check_inputs(cfg: SimulationConfig) -> tuple[int, int, int]:
+    """Read and check every file ``cfg`` names; return the grid shape ``(nz, ny, nx)``.
+
+    The mask of ``domain.kind = "mask"`` is loaded and validated in full (dtype, rank, labels,
+    marrow present) and gives the grid; ``transport.oxygen.diffusivity_map`` is checked
+    against that grid. Nothing is written: run, ``config validate`` and sweeps call this
+    before they create anything.
+
+    Raises
+    ------
+    MaskError, ConfigError
+        One line naming the config key or file and the problem.
+    """
+    if cfg.domain.kind == "mask":
+        from .anatomy.mask_io import load_mask
+
+        shape = tuple(int(n) for n in load_mask(cfg.domain.mask_path).shape)
+    else:
+        shape = tuple(int(n) for n in cfg.domain.shape_voxels)
+    _load_diffusivity_map(cfg, shape)
+    return shape  # type: ignore[return-value]
+
+
+def _checkpoints_in(directory: Path) -> list[Path]:
+    return sorted([*directory.glob("checkpoint_*.h5"), *directory.glob("checkpoint.h5")])
+
+
+def _check_new_dir(out_dir: Path, flag: str = "--out") -> None:
+    """Refuse, writing nothing, a directory that cannot take a new run.
+
+    A directory holding a checkpoint holds a run (continue it with ``resume``); one holding
+    ``run.h5`` but no checkpoint is a run stopped while it started, which a new run replaces.
+    """
+    from .output.runlock import writer_alive
+
+    for node in (out_dir, *out_dir.parents):
+        if node.exists():
+            if not node.is_dir():
+                where = ("exists and is not a directory" if node == out_dir
+                         else f"cannot be created: {str(node)!r} is a file, not a directory")
+                raise OutputError(f"{flag} {str(out_dir)!r} {where}")
+            if not os.access(node, os.W_OK | os.X_OK):
+                what = ("is not writable" if node == out_dir
+                        else f"cannot be created: {str(node)!r} is not writable")
+                raise OutputError(f"{flag} {str(out_dir)!r} {what}")
+            break
+    if out_dir.is_dir():
+        if writer_alive(out_dir):
+            raise OutputError(f"{str(out_dir)!r} is being written by another marrow3d process; wait for it "
+                              f"to end, or choose another {flag}")
+        if _checkpoints_in(out_dir):
+            raise ConfigError(
+                f"{str(out_dir)!r} already holds a run; continue it with `marrow3d resume {out_dir}` "
+                f"or choose another {flag}"
+            )
+
+
+@contextlib.contextmanager
+def _claim_new_dir(out_dir: Path, command: str, flag: str = "--out"):
+    """Create ``out_dir`` and hold its writer lock; undo both if the run fails before run.h5 exists."""
+    from .output.runlock import LOCK_NAME, RunLock
+
+    created = not out_dir.exists()
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OutputError(f"{flag} {str(out_dir)!r} cannot be created: {exc.strerror or exc}") from None
+    lock = RunLock(out_dir).acquire(command)
+    try:
+        if _checkpoints_in(out_dir):  # a run that ended while this one was being prepared
+            raise ConfigError(f"{str(out_dir)!r} already holds a run; continue it with "
+                              f"`marrow3d resume {out_dir}` or choose another {flag}")
+        if (out_dir / "run.h5").exists():
+            log.warning("%s holds a run that stopped before its first checkpoint: starting it over", out_dir)
+        yield lock
+    except BaseException:
+        if not (out_dir / "run.h5").exists():  # nothing of the run was written: leave no trace
+            for name in ("config.toml", *([LOCK_NAME] if created else [])):
+                try:
+                    (out_dir / name).unlink()
+                except OSError:
+                    pass
+            if created:
+                try:
+                    out_dir.rmdir()
+                except OSError:
+                    pass
+        raise
+    finally:
+        lock.release()
+
+
+def _write_text_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        tmp.write_text(text, encoding="utf-8")
+        os.replace(tmp, path)
+    except OSError as exc:
+        raise OutputError(f"cannot write {str(path)!r}: {write_failure(exc)}") from None
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def _kept_state(out_dir: Path) -> str:
+    """What a failed run leaves to continue from, for the error message."""
+    from .output.checkpointer import LATEST_NAME
+    from .output.h5access import open_for_reading
+
+    path = out_dir / LATEST_NAME
+    try:
+        h5, _ = open_for_reading(path)
+        with h5:
+            it = int(h5["meta"].attrs["iteration"])
+            day = float(h5["meta"].attrs["time_h"]) / 24.0
+    except (Marrow3DError, OSError, KeyError, ValueError, RuntimeError):
+        return f"no checkpoint was kept: start the run again (same --out {out_dir})"
+    return (f"{path} (step {it}, day {day:g}) is kept: make room, then continue with "
+            f"`marrow3d resume {out_dir}`")
+
+
+def _run_until_done(sim, out_dir: Path):
+    """``sim.run()``; a failed write becomes one line saying what was kept."""
+    try:
+        return sim.run()
+    except OutputError as exc:
+        raise OutputError(f"{exc}; the run stopped, {_kept_state(out_dir)}") from None
 
 
 def run_simulation(cfg: SimulationConfig, out_dir: Path | None = None, *, progress=True):
     """Run ``cfg`` from t = 0 into ``out_dir`` (default ``runs/<timestamp>``).
 
     ``progress``: a reporter (:mod:`marrow3d.progress`), True (a log line every 30 s) or False.
+
+    Everything is checked before the directory is created: the directory itself, the input
+    files, memory, the backend, and the model is built. The directory is then held by a
+    writer lock (:mod:`marrow3d.output.runlock`) until the run ends.
 
     Returns
     -------
@@ -135,27 +262,20 @@ def run_simulation(cfg: SimulationConfig, out_dir: Path | None = None, *, progre
     from .resources import check_memory
 
     out_dir = Path(out_dir) if out_dir is not None else default_run_dir()
-    shape = _grid_shape(cfg)
+    _check_new_dir(out_dir)
+    shape = check_inputs(cfg)
     if cfg.run.backend in ("cpu", "auto"):
         check_memory(shape, cfg.run.precision, "cpu")
     info = ensure_backend(cfg)
     if info.name == "cuda":
         check_memory(shape, cfg.run.precision, "cuda")
     log.debug("backend %s; grid %s", info.name, "x".join(map(str, shape)))
-    _prepare_new_dir(out_dir)
-    (out_dir / "config.toml").write_text(cfg.to_toml(), encoding="utf-8")
     model = make_model(cfg, out_dir)
-    sim = build_simulation(model, cfg, out_dir, info.name, progress=progress)
-    status = sim.run()
+    with _claim_new_dir(out_dir, "run"):
+        _write_text_atomic(out_dir / "config.toml", cfg.to_toml())
+        sim = build_simulation(model, cfg, out_dir, info.name, progress=progress)
+        status = _run_until_done(sim, out_dir)
     return RunResult(out_dir, status, info.name)
-
-
-def _grid_shape(cfg: SimulationConfig):
-    if cfg.domain.kind == "mask":
-        from .anatomy.mask_io import mask_shape
-
-        return mask_shape(cfg.domain.mask_path)
-    return tuple(cfg.domain.shape_voxels)
 
 
 class RunResult:
@@ -244,6 +364,23 @@ def _model_from_checkpoint(cfg: SimulationConfig, state: dict, out_dir: Path):
     return MarrowModel(cfg, anatomy, diagnostics_dir=out_dir, diffusivity_map=dmap)
 
 
+def _restored(cfg: SimulationConfig, state: dict, out_dir: Path, backend_name: str, source: str, *,
+              resume: bool, progress: bool):
+    """Model and Simulation restored from a checked checkpoint; what still fails is one line."""
+    try:
+        model = _model_from_checkpoint(cfg, state, out_dir)
+        sim = build_simulation(model, cfg, out_dir, backend_name, resume=resume, progress=progress)
+        if resume:
+            sim.restore_prognostic_state(state)
+        else:
+            model.restore_prognostic_state(state["model"])
+    except Marrow3DError:
+        raise
+    except (KeyError, ValueError, TypeError, IndexError) as exc:
+        raise CheckpointError(f"checkpoint {source!r} cannot be restored: {' '.join(str(exc).split())}") from None
+    return model, sim
+
+
 def resume_run(run_dir: Path, days: float | None = None, *, backend: str | None = None,
                threads: int | None = None, progress=True) -> RunResult:
     """Continue the run in ``run_dir`` from its newest checkpoint.
@@ -261,30 +398,48 @@ def resume_run(run_dir: Path, days: float | None = None, *, backend: str | None 
     holds every field (the solver's warm start), the cell lattice, the Philox step counter,
     the schedules' next actuation times and the accumulated time series; ``run.h5`` is cut
     back to the checkpoint's step before new rows are written.
+
+    Everything is verified before anything is written: the run directory's writer lock, the
+    checkpoint (checksums and content), the config with its overrides, the restored model,
+    and that ``run.h5`` can be read and belongs to this run. A refused resume leaves every
+    file as it was; the new ``run.h5`` replaces the old one only once it is complete.
     """
-    from .output.checkpointer import load_checkpoint
+    from .output.checkpointer import LATEST_NAME, load_checkpoint
+    from .output.run_writer import check_resumable
+    from .output.runlock import RunLock
 
     run_dir = Path(run_dir)
-    meta, state = load_checkpoint(run_dir)
-    cfg = config_of_checkpoint(meta, str(run_dir / "checkpoint.h5"))
-    updates = {}
-    if days is not None:
-        updates["days"] = float(days)
-    if backend is not None:
-        updates["backend"] = backend
-    if threads is not None:
-        updates["threads"] = threads
-    if updates:
-        cfg = _with_overrides(cfg, [f"run.{k}={_lit(v)}" for k, v in updates.items()])
-    info = ensure_backend(cfg)
-    (run_dir / "config.toml").write_text(cfg.to_toml(), encoding="utf-8")
-    model = _model_from_checkpoint(cfg, state, run_dir)
-    sim = build_simulation(model, cfg, run_dir, info.name, resume=True, progress=progress)
-    sim.restore_prognostic_state(state)
-    if model.clock.time_h >= cfg.run.days * 24.0 - 1e-9:
-        log.warning("the checkpoint is already at day %.2f >= run.days = %.2f: nothing to do; pass --days",
-                    model.clock.time_h / 24, cfg.run.days)
-    status = sim.run()
+    if not run_dir.is_dir():
+        what = "is not a directory" if run_dir.exists() else "does not exist"
+        raise CheckpointError(f"run directory {str(run_dir)!r} {what}")
+    if not (run_dir / LATEST_NAME).exists():
+        if (run_dir / "run.h5").exists() or (run_dir / "config.toml").exists():
+            raise CheckpointError(
+                f"{str(run_dir)!r} holds no checkpoint: the run stopped before its first one; start it again "
+                f"with `marrow3d run {run_dir / 'config.toml'} --out {run_dir}` (it replaces what is there)"
+            )
+        raise CheckpointError(f"{str(run_dir)!r} is not a marrow3d run directory (no checkpoint.h5)")
+    with RunLock(run_dir).acquire("resume"):
+        source = str(run_dir / LATEST_NAME)
+        meta, state = load_checkpoint(run_dir)
+        cfg = config_of_checkpoint(meta, source)
+        updates = {}
+        if days is not None:
+            updates["days"] = float(days)
+        if backend is not None:
+            updates["backend"] = backend
+        if threads is not None:
+            updates["threads"] = threads
+        if updates:
+            cfg = _with_overrides(cfg, [f"run.{k}={_lit(v)}" for k, v in updates.items()])
+        info = ensure_backend(cfg)
+        model, sim = _restored(cfg, state, run_dir, info.name, source, resume=True, progress=progress)
+        check_resumable(run_dir / "run.h5", model)
+        if model.clock.time_h >= cfg.run.days * 24.0 - 1e-9:
+            log.warning("the checkpoint is already at day %.2f >= run.days = %.2f: nothing to do; pass --days",
+                        model.clock.time_h / 24, cfg.run.days)
+        _write_text_atomic(run_dir / "config.toml", cfg.to_toml())
+        status = _run_until_done(sim, run_dir)
     return RunResult(run_dir, status, info.name)
 
 
@@ -306,6 +461,8 @@ def branch_run(src_dir: Path, new_dir: Path, overrides: list[str], *, at_day: fl
         Branch from the checkpoint at this simulated day (any kept one, see
         ``output.checkpoints_archive``); default: the newest checkpoint.
 
+    Like a run, everything is checked and the model restored before ``new_dir`` is created.
+
     Raises
     ------
     ConfigError
@@ -316,6 +473,7 @@ def branch_run(src_dir: Path, new_dir: Path, overrides: list[str], *, at_day: fl
     from .output.checkpointer import LATEST_NAME, checkpoint_at_day, load_checkpoint
 
     src_dir, new_dir = Path(src_dir), Path(new_dir)
+    _check_new_dir(new_dir, "NEW_DIR")
     if at_day is not None:
         if not src_dir.is_dir():
             raise CheckpointError(f"{str(src_dir)!r} is not a run directory (--at-day picks one of its checkpoints)")
@@ -335,16 +493,14 @@ def branch_run(src_dir: Path, new_dir: Path, overrides: list[str], *, at_day: fl
     t_branch_h = float(state["model"]["clock"]["iteration"]) * float(state["model"]["clock"]["dt_h"])
     _check_future_doses(old, cfg, t_branch_h)
     info = ensure_backend(cfg)
-    _prepare_new_dir(new_dir)
-    (new_dir / "config.toml").write_text(cfg.to_toml(), encoding="utf-8")
-    model = _model_from_checkpoint(cfg, state, new_dir)
-    model.restore_prognostic_state(state["model"])
-    sim = build_simulation(model, cfg, new_dir, info.name, progress=progress)
+    model, sim = _restored(cfg, state, new_dir, info.name, str(source), resume=False, progress=progress)
     run_meta = sim.output_writers["run"].meta
     run_meta["branched_from"] = str(src_dir.resolve())
     run_meta["branch_time_h"] = t_branch_h
     run_meta["branch_checkpoint"] = f"checkpoint_{int(state['model']['clock']['iteration']):09d}.h5"
-    status = sim.run()
+    with _claim_new_dir(new_dir, "branch", "NEW_DIR"):
+        _write_text_atomic(new_dir / "config.toml", cfg.to_toml())
+        status = _run_until_done(sim, new_dir)
     return RunResult(new_dir, status, info.name)
 
 

@@ -14,7 +14,7 @@ import time
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from .errors import NonFiniteError
+from .errors import NonFiniteError, OutputError
 
 __all__ = ["Simulation", "Callback", "RunStatus"]
 
@@ -149,8 +149,12 @@ class Simulation:
             NaN/Inf in a field; a diagnostic checkpoint is written first.
         """
         self._wall_start = time.monotonic()
-        for w in self.output_writers.values():
-            w.initialize(self)
+        try:
+            for w in self.output_writers.values():
+                w.initialize(self)
+        except OutputError:
+            self._abort_writers()
+            raise
         # Time schedules take their first target from the start time, so an interval equal
         # to the step still fires after the first step.
         for sched in [w.schedule for w in self.output_writers.values()] + [c.schedule for c in self.callbacks.values()]:
@@ -183,16 +187,36 @@ class Simulation:
         except KeyboardInterrupt:
             reason = "interrupted"
             log.warning("interrupted at step %d: writing a checkpoint", self.model.clock.iteration)
-        except NonFiniteError:
-            cp = self.checkpointer
-            if cp is not None:
-                path = cp.write_diagnostic(self)
-                log.error("non-finite values: diagnostic checkpoint written to %s", path)
-            for w in self.output_writers.values():
-                w.finalize(self, ok=False)
+        except OutputError:
+            # a writer could not write (disk full): the others stop without writing more, so
+            # the last checkpoint stays consistent with what run.h5 holds
+            self._abort_writers()
             raise
-        for w in self.output_writers.values():
-            w.finalize(self, ok=True)
+        except NonFiniteError:
+            try:
+                cp = self.checkpointer
+                if cp is not None:
+                    path = cp.write_diagnostic(self)
+                    log.error("non-finite values: diagnostic checkpoint written to %s", path)
+                for w in self.output_writers.values():
+                    w.finalize(self, ok=False)
+            except OutputError as exc:
+                log.error("%s", exc)
+                self._abort_writers()
+            raise
+        try:
+            for w in self.output_writers.values():
+                w.finalize(self, ok=True)
+        except OutputError:
+            self._abort_writers()
+            raise
         clock = self.model.clock
         return RunStatus(reason, clock.iteration, clock.time_h, time.monotonic() - self._wall_start)
+
+    def _abort_writers(self) -> None:
+        """Close every writer that can be closed without writing anything more."""
+        for w in self.output_writers.values():
+            abort = getattr(w, "abort", None)
+            if abort is not None:
+                abort()
 

@@ -51,7 +51,7 @@ def test_open_run_equals_raw_hdf5(dosed, which):
 
     out, cfg = dosed
     with open_run(out if which == "dir" else out / "run.h5") as run, h5py.File(out / "run.h5", "r") as h5:
-        assert run.kind == "run" and run.path == out / "run.h5" and run.swmr
+        assert run.kind == "run" and run.path == out / "run.h5" and run.access == "plain" and not run.swmr
         assert run.meta.keys() == h5["meta"].attrs.keys()
         for k, v in h5["meta"].attrs.items():
             assert run.meta[k] == _decode(v), k

@@ -66,10 +66,25 @@ def _assert_same_file(a: Path, b: Path, skip_attrs: set[str]) -> None:
     assert aa == ab, {k: (aa.get(k), ab.get(k)) for k in set(aa) | set(ab) if aa.get(k) != ab.get(k)}
 
 
-#: Attributes allowed to differ: the creation time stamps.
-# when the file was made and by which command (run, or resume) legitimately differ
-_RUN_SKIP = {"/meta@created", "/meta@command_line"}
-_CKPT_SKIP = {"/meta@created", "/meta@command_line"}
+#: Attributes allowed to differ: when the file was made and by which command (run, or resume)
+#: legitimately differ, and so does a checkpoint's checksum record, which covers them:
+#: _assert_same_record compares it without them.
+_RUN_SKIP = {"/meta@created", "/meta@command_line", "/meta@integrity", "/meta@integrity_sha256"}
+_CKPT_SKIP = {"/meta@created", "/meta@command_line", "/meta@integrity", "/meta@integrity_sha256"}
+
+
+def _assert_same_record(a: Path, b: Path) -> None:
+    """Two checkpoints' checksum records agree on every object but the creation time and command."""
+    import json
+
+    records = []
+    for path in (a, b):
+        with h5py.File(path, "r") as h5:
+            record = json.loads(h5["meta"].attrs["integrity"])["sha256"]
+        for key in ("/meta@created", "/meta@command_line"):
+            record.pop(key, None)
+        records.append(record)
+    assert records[0] == records[1]
 
 
 @pytest.fixture(scope="module")
@@ -93,6 +108,8 @@ def test_continuation_equals_direct(runs):
     _assert_same_file(direct / "run.h5", cont / "run.h5", _RUN_SKIP | {"/meta@config_toml"})
     # final checkpoints: the whole state (fields, lattice, Philox counter, schedules, history)
     _assert_same_file(direct / "checkpoint.h5", cont / "checkpoint.h5", _CKPT_SKIP)
+    _assert_same_record(direct / "checkpoint.h5", cont / "checkpoint.h5")
+    _assert_same_record(direct / "run.h5", cont / "run.h5")
     with h5py.File(cont / "checkpoint.h5", "r") as h5:
         assert int(h5["meta"].attrs["iteration"]) == 48
 
@@ -132,9 +149,9 @@ def test_kill9_during_checkpoint_then_cli_resume_equals_direct(runs, tmp_path):
         cmd += ["--set", o]
     proc = subprocess.Popen(cmd, env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
-        # the first checkpoint (12 h) is complete and the second (24 h) is being written
-        _wait_for(lambda: (out / "checkpoint.h5").exists() and any(out.glob(".checkpoint_*.tmp-*")),
-                  proc, 300, "the second checkpoint's temporary file")
+        # the checkpoint at 12 h is complete (after the one at t = 0) and the next (24 h) is being written
+        _wait_for(lambda: (out / "checkpoint_000000012.h5").exists() and any(out.glob(".checkpoint_*.tmp-*")),
+                  proc, 300, "the 24 h checkpoint's temporary file")
         # a viewer can read the growing run.h5 while the run holds it open (SWMR)
         with open_run(out) as live:
             assert live.swmr and live.complete is None
@@ -160,6 +177,7 @@ def test_kill9_during_checkpoint_then_cli_resume_equals_direct(runs, tmp_path):
     direct = runs["direct"]
     _assert_same_file(direct / "run.h5", out / "run.h5", _RUN_SKIP)
     _assert_same_file(direct / "checkpoint.h5", out / "checkpoint.h5", _CKPT_SKIP)
+    _assert_same_record(direct / "checkpoint.h5", out / "checkpoint.h5")
 
 
 # ---------------------------------------------------------------------------------- branches

@@ -161,3 +161,19 @@ def test_cuda_requested_without_gpu_is_an_error_not_a_fallback(tmp_path):
     assert "Traceback" not in proc.stderr
     assert "'cuda' was requested but is not available" in proc.stderr
     assert not (tmp_path / "r" / "run.h5").exists()
+
+
+def test_config_validate_reads_the_mask(tmp_path):
+    """A mask config is sized from its file (issue 16 item 14), and a missing or malformed mask
+    is invalid, not 'valid'."""
+    slab = np.zeros((1, 1, 23), np.uint8)
+    slab[..., 0] = slab[..., -1] = 3
+    np.save(tmp_path / "slab.npy", slab)
+    np.save(tmp_path / "flat.npy", np.zeros((8, 8), np.uint8))
+    base = ["config", "validate", str(ROOT / "configs" / "tiny.toml"), "--set", 'domain.kind="mask"']
+    ok = runner.invoke(app, [*base, "--set", f'domain.mask_path="{tmp_path / "slab.npy"}"'])
+    assert ok.exit_code == 0 and "1x1x23 = 23 voxels" in ok.stdout, ok.output
+    for name, needles in (("nothere.npy", ["nothere.npy", "does not exist"]),
+                          ("flat.npy", ["flat.npy", "2 dimension(s)"])):
+        result = runner.invoke(app, [*base, "--set", f'domain.mask_path="{tmp_path / name}"'])
+        _assert_clean_error(result, *needles)

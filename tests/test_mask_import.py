@@ -209,6 +209,39 @@ def test_mask_shape_errors(tmp_path):
         mask_shape(tmp_path / "nothing.npy")
     with pytest.raises(MaskError, match="unknown file type"):
         mask_shape(tmp_path / "x.raw")
+    (tmp_path / "folder.npy").mkdir()
+    with pytest.raises(MaskError, match="is a directory, not a file"):
+        mask_shape(tmp_path / "folder.npy")
+    with pytest.raises(MaskError, match="is a directory, not a file"):
+        load_mask(tmp_path / "folder.npy")
+
+
+def test_header_path_refuses_every_malformed_mask_cleanly(tmp_path):
+    """``mask_shape`` (sizing a run from the header) on every malformed mask: a MaskError, or a
+    3-D shape whose content ``load_mask`` then refuses; never an IndexError or ValueError from
+    a 2-D or 4-D header (issue 16, item 9)."""
+    cases, _ = _cases(tmp_path)
+    for spec, _fragments in cases:
+        try:
+            shape = mask_shape(spec)
+        except MaskError as exc:
+            assert "\n" not in str(exc)
+            continue
+        assert len(shape) == 3, (spec, shape)
+        with pytest.raises(MaskError):
+            load_mask(spec)
+
+
+def test_wrapped_negative_labels_get_a_hint(tmp_path):
+    """-1 written into an unsigned file reads back as 255: the message says so."""
+    arr = _labels()
+    arr[1, 1, 1] = 255
+    with pytest.raises(MaskError, match=r"255 \(1 voxel\).*255 = -1 in an unsigned 8-bit file"):
+        load_mask(_npy(tmp_path, arr, "wrapped.npy"))
+    arr16 = _labels(dtype=np.uint16)
+    arr16[1, 1, 1] = 65534
+    with pytest.raises(MaskError, match="65534 = -2 in an unsigned 16-bit file"):
+        load_mask(_npy(tmp_path, arr16, "wrapped16.npy"))
 
 
 def test_pickle_payload_sanity(tmp_path):

@@ -286,3 +286,45 @@ def test_a_second_sweep_command_on_the_same_folder_is_refused(tiny_sweep, tmp_pa
         fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
         proc = _cli("sweep", str(TINY_SWEEP), "--out", str(sw), cwd=tmp_path, ok=(2,))
     assert "another sweep command is running" in proc.stderr
+
+
+def _listening_ports() -> set[tuple[str, int]]:
+    """(address, port) of every listening TCP socket of this host (Linux /proc/net)."""
+    import ipaddress
+
+    out = set()
+    for name, width in (("/proc/net/tcp", 4), ("/proc/net/tcp6", 16)):
+        try:
+            lines = Path(name).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            fields = line.split()
+            if fields[3] != "0A":  # LISTEN
+                continue
+            hexaddr, hexport = fields[1].split(":")
+            raw = bytes.fromhex(hexaddr)
+            # /proc stores the address as 32-bit words in host (little-endian) order
+            raw = b"".join(raw[i:i + 4][::-1] for i in range(0, len(raw), 4))
+            out.add((str(ipaddress.ip_address(raw)), int(hexport, 16)))
+    return out
+
+
+@pytest.mark.skipif(not Path("/proc/net/tcp").exists(), reason="needs Linux /proc/net")
+def test_local_cluster_listens_on_loopback_only_and_serves_no_dashboard():
+    """Issue 16 item 12: no dashboard on 127.0.0.1:8787 although the code says there is none."""
+    import urllib.error
+    import urllib.request
+
+    from marrow3d.sweep.cluster import open_client
+
+    before = _listening_ports()
+    with open_client(workers=1) as (client, _):
+        opened = _listening_ports() - before
+        assert opened and all(addr == "127.0.0.1" for addr, _ in opened), opened
+        assert 8787 not in {port for _, port in opened}
+        port = int(client.dashboard_link.rsplit(":", 1)[1].split("/")[0])
+        with pytest.raises(urllib.error.HTTPError) as info:
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/status", timeout=10)
+        assert info.value.code == 404
+        assert client.submit(sum, [1, 2]).result(timeout=60) == 3

@@ -332,3 +332,18 @@ def test_a_member_process_that_dies_fails_that_member_with_the_reason(tmp_path, 
     assert st["status"] == "failed" and st["wall_s"] >= 0
     assert st["error"] == ("the member process ended without a result (killed by SIGKILL (out of memory?)); "
                            "last output: Segmentation fault (core dumped)")
+
+
+@pytest.mark.parametrize("text, needles", [
+    ("[sett]\n'run.days' = 1\n", ["'sett'", "did you mean 'set'?"]),
+    ("[zzz]\n", ["'zzz'", "allowed here: name, base, set, vary, replicates, branch"]),
+    ("[branch]\nat_day = inf\n", ["branch.at_day", "finite"]),
+])
+def test_spec_errors_name_keys_as_written(text, needles):
+    """Issue 16 item 12: the key list shows 'set', never the attribute name 'set_'."""
+    with pytest.raises(ConfigError) as info:
+        spec_from_text(text)
+    msg = str(info.value)
+    assert "set_" not in msg and "\n" not in msg
+    for needle in needles:
+        assert needle in msg, (needle, msg)

@@ -1,12 +1,17 @@
 """``RunData``: one ``run.h5``, checkpoint or diagnostic file, opened read-only.
 
-The layout is documented in ``docs/file-format.md``. Files are opened with ``swmr=True`` when
-HDF5 allows it, so a run's ``run.h5`` can be read while the run is still writing it: every
-read refreshes the growing datasets and trims the time series to the rows all columns have.
+The layout is documented in ``docs/file-format.md``. Files are opened by
+:func:`marrow3d.output.h5access.open_for_reading`: never with a lock (a reader cannot block a
+run), as a SWMR reader while a live run writes the file (every read refreshes the growing
+datasets and trims the time series to the rows all columns have), and through a recovered
+view when a killed writer left the file flagged open. A damaged or truncated file gives a
+:class:`~marrow3d.errors.CheckpointError` naming the file and the dataset, never a hang or a
+raw HDF5 error.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 import operator
 from functools import cached_property
@@ -18,6 +23,8 @@ import numpy as np
 import pandas as pd
 
 from ..errors import CheckpointError, Marrow3DError
+from ..output.h5access import open_for_reading
+from ..output.integrity import IntegrityProblem, verify_record
 from ..output.runfile import SCHEMA_VERSION
 from . import spatial
 from .backends import ArrayBackend, get_backend
@@ -54,6 +61,44 @@ def resolve_run_file(path: str | Path) -> Path:
     if not p.exists():
         raise CheckpointError(f"{str(p)!r} does not exist")
     return p
+
+
+#: What h5py raises on damaged data or metadata (a failed checksum, a missing object, a bad
+#: chunk): turned into one CheckpointError line by :func:`_guarded`.
+_H5_ERRORS = (OSError, RuntimeError, KeyError, ValueError)
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split())[:300] or type(exc).__name__
+
+
+def _guarded(func):
+    """Run a reading method; HDF5 errors of a damaged file become one CheckpointError line."""
+
+    @functools.wraps(func)
+    def wrapper(self, *args, **kwargs):
+        try:
+            return func(self, *args, **kwargs)
+        except Marrow3DError:
+            raise
+        except _H5_ERRORS as exc:
+            if self._h5 is None or not self._h5.id.valid:
+                raise RunDataError(f"{str(self.path)!r} is closed") from None
+            raise CheckpointError(
+                f"{str(self.path)!r} is damaged: {func.__name__} failed: {_one_line(exc)}"
+            ) from None
+
+    return wrapper
+
+
+def _guarded_property(func):
+    return property(_guarded(func), doc=func.__doc__)
+
+
+def _guarded_cached(func):
+    prop = cached_property(_guarded(func))
+    prop.__doc__ = func.__doc__
+    return prop
 
 
 def open_run(path: str | Path, xp: str = "numpy") -> "RunData":
@@ -101,15 +146,21 @@ class RunData:
     kind : str
         ``"run"`` (a ``run.h5``) or ``"checkpoint"`` (a checkpoint or ``diagnostic.h5``).
     swmr : bool
-        Whether the file was opened in SWMR read mode.
+        Whether the file was opened in SWMR read mode (a live run is writing it).
+    access : str
+        ``"plain"``, ``"swmr"`` or ``"recovered"`` (a file a killed writer left flagged open,
+        read through a view that clears the flag; see :mod:`marrow3d.output.h5access`).
     """
+
+    _h5: h5py.File | None = None
 
     def __init__(self, path: str | Path, xp: str | ArrayBackend = "numpy") -> None:
         self._backend = get_backend(xp)
         self.path = resolve_run_file(path)
-        self._h5, self.swmr = _open_h5(self.path)
+        self._h5, self.access = open_for_reading(self.path)
+        self.swmr = self.access == "swmr"
         try:
-            self.kind = self._identify()
+            self.kind = _guarded(RunData._identify)(self)
         except BaseException:
             self._h5.close()
             raise
@@ -136,6 +187,19 @@ class RunData:
         for path in needed:
             if path not in h5:
                 raise CheckpointError(f"{p!r} is not a complete marrow3d {kind} file: /{path} is missing")
+        grp = h5["state/model/anatomy" if kind == "checkpoint" else "anatomy"]
+        grid = grp["tissue"].shape
+        if len(grid) != 3 or min(grid) < 1:
+            raise CheckpointError(f"{p!r}: {grp.name}/tissue has shape {grid}; a (z, y, x) grid is needed")
+        if grp["niche"].shape != grid:
+            raise CheckpointError(f"{p!r}: {grp.name}/niche has shape {grp['niche'].shape}, the grid is {grid}")
+        voxel = grp.attrs.get("voxel_um")
+        if voxel is None or not np.isfinite(float(voxel)) or float(voxel) <= 0:
+            raise CheckpointError(f"{p!r}: {grp.name}@voxel_um is {voxel!r}; a positive voxel size in um is needed")
+        try:
+            verify_record(h5)  # a checkpoint's covers the file, run.h5's its /meta and /anatomy
+        except IntegrityProblem as exc:
+            raise CheckpointError(f"{p!r} is damaged: {exc}") from None
         return kind
 
     def close(self) -> None:
@@ -154,19 +218,28 @@ class RunData:
         return (f"RunData({str(self.path)!r}, {self.kind}, {nz}x{ny}x{nx} voxels of {self.voxel_um:g} um, "
                 f"{self.n_snapshots} snapshots, t = {self.time_h / 24:.2f} d)")
 
-    def _read(self, path: str) -> np.ndarray:
-        ds = self._h5[path]
-        if self.swmr:
-            ds.refresh()
-        return ds[()]
+    def _read(self, path: str, index=()) -> np.ndarray:
+        """Dataset ``path`` (or ``[index]`` of it); damage is an error naming the dataset."""
+        try:
+            ds = self._h5[path]
+            if self.swmr:
+                ds.refresh()
+            return ds[index]
+        except _H5_ERRORS as exc:
+            raise CheckpointError(f"{str(self.path)!r}: dataset /{path.lstrip('/')} cannot be read "
+                                  f"(damaged or truncated file): {_one_line(exc)}") from None
+
+    def _check_grid(self, name: str, shape: tuple[int, ...]) -> None:
+        if tuple(shape) != self.shape:
+            raise CheckpointError(f"{str(self.path)!r}: {name} has shape {tuple(shape)}; the grid is {self.shape}")
 
     # ------------------------------------------------------------------ metadata and grid
-    @cached_property
+    @_guarded_cached
     def meta(self) -> dict[str, Any]:
         """Attributes of ``/meta`` (config TOML, seed, backend, versions, ...)."""
         return {k: _decode(v) for k, v in self._h5["meta"].attrs.items()}
 
-    @cached_property
+    @_guarded_cached
     def config(self):
         """The resolved :class:`~marrow3d.config.SimulationConfig` stored with the run."""
         from ..config import config_from_toml_text
@@ -176,43 +249,43 @@ class RunData:
             raise RunDataError(f"{str(self.path)!r} holds no config_toml in /meta")
         return config_from_toml_text(text, f"config stored in {self.path}")
 
-    @cached_property
+    @_guarded_cached
     def _anatomy_group(self) -> h5py.Group:
         return self._h5["state/model/anatomy" if self.kind == "checkpoint" else "anatomy"]
 
-    @cached_property
+    @_guarded_cached
     def voxel_um(self) -> float:
         """Voxel edge length in um."""
         return float(self._anatomy_group.attrs["voxel_um"])
 
-    @cached_property
+    @_guarded_cached
     def origin_um(self) -> tuple[float, float, float]:
         """Position (z, y, x) in um of the centre of voxel (0, 0, 0)."""
         grp = self._anatomy_group
         origin = grp["origin_um"][()] if "origin_um" in grp else grp.attrs.get("origin_um", (0.0, 0.0, 0.0))
         return tuple(float(v) for v in np.asarray(origin, dtype=np.float64))  # type: ignore[return-value]
 
-    @cached_property
+    @_guarded_cached
     def tissue(self) -> np.ndarray:
         """Tissue labels (uint8, ``kernels/codes.py``), shape (nz, ny, nx)."""
-        return np.asarray(self._anatomy_group["tissue"][()], dtype=np.uint8)
+        return np.asarray(self._read(f"{self._anatomy_group.name}/tissue"), dtype=np.uint8)
 
-    @cached_property
+    @_guarded_cached
     def niche(self) -> np.ndarray:
         """Niche slot kinds (uint8: 0 none, 1 endosteal, 2 perivascular)."""
-        return np.asarray(self._anatomy_group["niche"][()], dtype=np.uint8)
+        return np.asarray(self._read(f"{self._anatomy_group.name}/niche"), dtype=np.uint8)
 
-    @property
+    @_guarded_property
     def shape(self) -> tuple[int, int, int]:
         """Grid shape (nz, ny, nx)."""
         return tuple(int(n) for n in self._anatomy_group["tissue"].shape)  # type: ignore[return-value]
 
-    @property
+    @_guarded_property
     def has_final_state(self) -> bool:
         """Whether the file holds a final state (always for a checkpoint; run.h5 once finished)."""
         return self.kind == "checkpoint" or "state" in self._h5
 
-    @property
+    @_guarded_property
     def complete(self) -> bool | None:
         """``/state@complete`` of run.h5 (False after a NaN stop); None while running."""
         if self.kind == "checkpoint":
@@ -221,7 +294,7 @@ class RunData:
             return None
         return bool(self._h5["state"].attrs.get("complete", True))
 
-    @property
+    @_guarded_property
     def time_h(self) -> float:
         """Simulated time of the final state (of the last time-series row while running)."""
         if self.kind == "checkpoint" and "time_h" in self.meta:
@@ -241,7 +314,7 @@ class RunData:
         n = min((v.shape[0] for v in cols.values()), default=0)
         return {k: v[:n] for k, v in cols.items()}
 
-    @property
+    @_guarded_property
     def timeseries(self) -> pd.DataFrame:
         """Every metric per step, indexed by ``time_h``, with a ``day`` column first.
 
@@ -256,7 +329,7 @@ class RunData:
         df.insert(0, "day", time_h / 24.0)
         return df
 
-    @property
+    @_guarded_property
     def units(self) -> dict[str, str]:
         """Units of the time-series columns (run.h5 only; empty for checkpoints)."""
         if self.kind == "checkpoint":
@@ -271,7 +344,7 @@ class RunData:
             return []
         return [n for n in self._h5["snapshots"] if n not in ("time_h", "iteration")]
 
-    @property
+    @_guarded_property
     def n_snapshots(self) -> int:
         """Number of complete snapshots (every snapshot dataset holds them)."""
         if self.kind == "checkpoint" or "snapshots" not in self._h5:
@@ -285,7 +358,7 @@ class RunData:
             lengths.append(ds.shape[0])
         return min(lengths, default=0)
 
-    @property
+    @_guarded_property
     def snapshot_times_h(self) -> np.ndarray:
         """Simulated time [h] of each snapshot."""
         n = self.n_snapshots
@@ -293,7 +366,7 @@ class RunData:
             return np.zeros(0, dtype=np.float64)
         return np.asarray(self._read("snapshots/time_h")[:n], dtype=np.float64)
 
-    @property
+    @_guarded_property
     def snapshot_iterations(self) -> np.ndarray:
         """Iteration (step count) of each snapshot."""
         n = self.n_snapshots
@@ -319,11 +392,13 @@ class RunData:
             raise IndexError(f"step {k} out of range: {str(self.path)!r} {what}; step=-1 is the final state")
         return k
 
+    @_guarded
     def step_time_h(self, step: int | None = -1) -> float:
         """Simulated time [h] of a snapshot index, or of the final state (``-1``/None)."""
         k = self._locate(step)
         return self.time_h if k is None else float(self.snapshot_times_h[k])
 
+    @_guarded
     def step_iteration(self, step: int | None = -1) -> int:
         """Iteration of a snapshot index, or of the final state (``-1``/None)."""
         k = self._locate(step)
@@ -342,6 +417,7 @@ class RunData:
             path = "state/" + _LATTICE_STATE.get(name, f"fields/{name}")
         return path if path in self._h5 else None
 
+    @_guarded
     def array_names(self, step: int | None = -1) -> list[str]:
         """Per-voxel arrays (besides tissue and niche) available at ``step``."""
         k = self._locate(step)
@@ -351,6 +427,7 @@ class RunData:
         present = set(self._snapshot_names())
         return [n for n in names if n in present]
 
+    @_guarded
     def array(self, name: str, step: int | None = -1) -> np.ndarray:
         """One per-voxel array (``cells``, ``lodged``, ``integrity`` or a field) at ``step``.
 
@@ -362,6 +439,7 @@ class RunData:
             path = self._state_path(name)
             if path is None:
                 raise RunDataError(f"{str(self.path)!r} has no {name!r} in its final state")
+            self._check_grid(f"/{path}", self._h5[path].shape)
             arr = self._read(path)
             if self.kind == "checkpoint" and name == "lodged":
                 arr = (arr & LODGED_FLAG).astype(np.uint8)
@@ -371,14 +449,13 @@ class RunData:
                     f"{str(self.path)!r} snapshots hold no {name!r} (output.snapshot_fields = "
                     f"{self._snapshot_names()})"
                 )
-            ds = self._h5[f"snapshots/{name}"]
-            if self.swmr:
-                ds.refresh()
-            arr = ds[k]
+            self._check_grid(f"/snapshots/{name} (one snapshot)", self._h5[f"snapshots/{name}"].shape[1:])
+            arr = self._read(f"snapshots/{name}", k)
         if arr.dtype == np.float16:
             arr = arr.astype(np.float32)
         return arr
 
+    @_guarded
     def array_units(self, name: str) -> str:
         """Unit of a per-voxel array (``mmHg``, ``su``, ``uM``, ``1``; ``code``/``flag`` for labels).
 
@@ -394,6 +471,7 @@ class RunData:
             raise RunDataError(f"no per-voxel array {name!r} (known: {', '.join(ARRAY_UNITS)})")
         return ARRAY_UNITS[name]
 
+    @_guarded
     def fields(self, step: int | None = -1) -> dict[str, np.ndarray]:
         """Continuous fields at ``step``: ``oxygen`` [mmHg], ``signal`` [su], drugs [uM].
 
@@ -415,6 +493,7 @@ class RunData:
         return self.array("integrity", step)
 
     # ------------------------------------------------------------------ pyvista
+    @_guarded
     def to_pyvista(self, step: int | None = -1):
         """The grid at ``step`` as ``pyvista.ImageData`` with voxels as cell data.
 
@@ -460,6 +539,7 @@ class RunData:
         return run_to_xarray(self, include_final=include_final)
 
     # ------------------------------------------------------------------ analysis helpers
+    @_guarded
     def distance_to_vessels(self, step: int | None = -1, *, functional_only: bool = False) -> pd.DataFrame:
         """Distance [um] of each cell group to the nearest vessel of each class.
 
@@ -481,10 +561,12 @@ class RunData:
         return spatial.distance_to_vessels(self.tissue, self.cells(step), self.lodged(step), self.voxel_um,
                                            self._backend, mask)
 
+    @_guarded
     def niche_occupancy(self, step: int | None = -1) -> pd.DataFrame:
         """Niche slots by kind held by lodged HSCs, lodged LSCs, other cells or nobody."""
         return spatial.niche_occupancy(self.tissue, self.niche, self.cells(step), self.lodged(step))
 
+    @_guarded
     def regions(self, band_um: float | None = None) -> dict[str, np.ndarray]:
         """``marrow``/``endosteal``/``central`` masks (band: ``stages.endosteal_band_um``)."""
         band = float(self.config.stages.endosteal_band_um if band_um is None else band_um)
@@ -492,6 +574,7 @@ class RunData:
             self._region_cache[band] = spatial.region_masks(self.tissue, self.voxel_um, band, self._backend)
         return self._region_cache[band]
 
+    @_guarded
     def drug_exposure(self, step: int | None = -1, *, band_um: float | None = None) -> pd.DataFrame:
         """Mean drug concentration [uM] by region and by cell group (lodged LSCs included).
 
@@ -503,6 +586,7 @@ class RunData:
         groups = spatial.cell_group_masks(self.tissue, self.cells(step), self.lodged(step))
         return spatial.drug_exposure(drugs, self.regions(band_um), groups)
 
+    @_guarded
     def state_digest(self) -> str | None:
         """SHA-256 of the final ``/state`` (see :func:`marrow3d.analysis.digest.state_digest`).
 
@@ -514,26 +598,9 @@ class RunData:
             return None
         return state_digest(self._h5["state"])
 
+    @_guarded
     def summary_table(self):
         """A rich Table: file, metadata, grid, simulated days and the last key metrics."""
         from .summary import summary_table
 
         return summary_table(self)
-
-
-def _open_h5(path: Path) -> tuple[h5py.File, bool]:
-    p = str(path)
-    try:
-        is_h5 = h5py.is_hdf5(p)
-    except OSError as exc:
-        raise CheckpointError(f"{p!r} cannot be read: {exc}") from None
-    if not is_h5:
-        raise CheckpointError(f"{p!r} is not an HDF5 file (truncated or foreign)")
-    try:
-        return h5py.File(p, "r", swmr=True), True
-    except (OSError, ValueError):
-        pass  # not written with SWMR-capable superblock (checkpoints): plain read-only
-    try:
-        return h5py.File(p, "r"), False
-    except OSError as exc:
-        raise CheckpointError(f"{p!r} cannot be read (truncated or corrupted?): {exc}") from None

@@ -64,15 +64,9 @@ class _TimeStack:
             _check_open(self.h5)
             for k in ([times] if isinstance(times, int) else times):
                 path, row = self.sources[k]
-                ds = self.h5[path]
-                if self._swmr:  # run.h5 grows while its run writes
-                    ds.refresh()
-                if row is not None:
-                    block = np.asarray(ds[(row, *rest)])
-                else:
-                    block = np.asarray(ds[rest])
-                    if self._final_transform is not None:
-                        block = self._final_transform(block)
+                block = _read(self.h5, path, (row, *rest) if row is not None else rest, self._swmr)
+                if row is None and self._final_transform is not None:
+                    block = self._final_transform(block)
                 blocks.append(block.astype(self.dtype, copy=False))
         if isinstance(times, int):
             return blocks[0]
@@ -96,7 +90,21 @@ class _Static:
     def read(self, key: tuple) -> np.ndarray:
         with self._lock:
             _check_open(self.h5)
-            return np.asarray(self.h5[self.path][key])
+            return _read(self.h5, self.path, key, False)
+
+
+def _read(h5: h5py.File, path: str, key: tuple, swmr: bool) -> np.ndarray:
+    """``h5[path][key]``; a damaged dataset is one CheckpointError naming file and dataset."""
+    from ..errors import CheckpointError
+
+    try:
+        ds = h5[path]
+        if swmr:  # run.h5 grows while its run writes
+            ds.refresh()
+        return np.asarray(ds[key])
+    except (OSError, RuntimeError, KeyError, ValueError) as exc:
+        raise CheckpointError(f"{h5.filename!r}: dataset /{path.lstrip('/')} cannot be read (damaged or "
+                              f"truncated file): {' '.join(str(exc).split())[:300]}") from None
 
 
 def _check_open(h5: h5py.File) -> None:

@@ -169,6 +169,8 @@ def _read_any(path_spec: str | os.PathLike, what: str) -> tuple[np.ndarray, Path
         raise MaskError(f"{what} file {str(path)!r} does not exist")
     if path.is_dir():
         raise MaskError(f"{what} path {str(path)!r} is a directory, not a file")
+    if not path.is_file():  # a FIFO or device would block the read or never end
+        raise MaskError(f"{what} path {str(path)!r} is not a regular file")
     if suffix == ".npy":
         arr = _read_npy(path)
     elif suffix in (".tif", ".tiff"):
@@ -199,12 +201,14 @@ def load_array(path_spec: str | os.PathLike, what: str = "array") -> np.ndarray:
 def mask_shape(path_spec: str | os.PathLike) -> tuple[int, ...]:
     """The array shape of a mask file, read from its header only (no voxel data).
 
-    For sizing a run (memory estimates) before loading; :func:`load_mask` does the checks.
+    For sizing a run (memory estimates) before loading; :func:`load_mask` does the other
+    checks (dtype, labels).
 
     Raises
     ------
     MaskError
-        Missing file, unknown suffix, unreadable header, missing HDF5 dataset.
+        Missing file, a directory, unknown suffix, unreadable header, missing HDF5 dataset,
+        or not 3-D.
     """
     path, dataset = parse_path_spec(path_spec)
     suffix = path.suffix.lower()
@@ -213,8 +217,21 @@ def mask_shape(path_spec: str | os.PathLike) -> tuple[int, ...]:
             f"mask {str(path)!r} has an unknown file type {path.suffix or '(no suffix)'!r}; "
             f"use .npy, .tif/.tiff or file.h5:/dataset"
         )
-    if not path.is_file():
+    if not path.exists():
         raise MaskError(f"mask file {str(path)!r} does not exist")
+    if path.is_dir():
+        raise MaskError(f"mask path {str(path)!r} is a directory, not a file")
+    if not path.is_file():
+        raise MaskError(f"mask path {str(path)!r} is not a regular file")
+    shape = _header_shape(path, dataset, suffix)
+    if len(shape) != 3:
+        raise MaskError(
+            f"mask {_describe(path, dataset)} has {len(shape)} dimension(s), shape {shape}; expected 3 (z, y, x)"
+        )
+    return shape
+
+
+def _header_shape(path: Path, dataset: str | None, suffix: str) -> tuple[int, ...]:
     try:
         if suffix == ".npy":
             _read_npy_magic(path)
@@ -290,13 +307,27 @@ def validate_labels(arr: np.ndarray, name: str = "<array>") -> np.ndarray:
             f"{int(v)} ({int(c)} voxel{'' if c == 1 else 's'})" for v, c in zip(values[:10], counts[:10])
         )
         more = f" and {values.size - 10} more" if values.size > 10 else ""
-        raise MaskError(f"mask {name} holds unknown labels {shown}{more}; allowed codes: {_ALLOWED_CODES}")
+        raise MaskError(f"mask {name} holds unknown labels {shown}{more}; allowed codes: "
+                        f"{_ALLOWED_CODES}{_wrapped_hint(arr.dtype, values)}")
     labels = np.ascontiguousarray(arr, dtype=np.uint8)
     if not np.any(labels == codes.MARROW):
         raise MaskError(
             f"mask {name} has no marrow (label {codes.MARROW}) voxels: there is no space for cells"
         )
     return labels
+
+
+def _wrapped_hint(dtype: np.dtype, values: np.ndarray) -> str:
+    """A hint when unknown labels are the unsigned image of small negative numbers (-1 -> 255)."""
+    if dtype.kind != "u":
+        return ""
+    top = np.iinfo(dtype).max
+    wrapped = [int(v) for v in values if top - 15 <= int(v) <= top]
+    if not wrapped:
+        return ""
+    as_signed = ", ".join(f"{v} = {v - top - 1}" for v in wrapped[:3])
+    return (f" ({as_signed} in an unsigned {dtype.itemsize * 8}-bit file: negative labels are not "
+            "tissue codes either)")
 
 
 def anatomy_from_mask(

@@ -4,16 +4,18 @@ from __future__ import annotations
 
 import functools
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import Callable, TypeVar
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from ..errors import Marrow3DError
 
-__all__ = ["err_console", "console", "cli_errors", "setup_logging", "resolve_config"]
+__all__ = ["err_console", "console", "cli_errors", "setup_logging", "resolve_config", "prepare_output_file"]
 
 console = Console()
 err_console = Console(stderr=True)
@@ -22,17 +24,60 @@ F = TypeVar("F", bound=Callable)
 
 
 def cli_errors(func: F) -> F:
-    """Turn user errors into one line on stderr and exit status 2 (no traceback)."""
+    """Turn user errors into one line on stderr and exit status 2 (no traceback).
+
+    Besides marrow3d's own errors, an ``OSError`` (a path given on the command line that the
+    operating system refuses: read-only, not a directory, no space) is reported the same way,
+    with the file it names. The message is printed as text: brackets in it (``[domain]``)
+    are not rich markup.
+    """
 
     @functools.wraps(func)
     def wrapper(*args, **kwargs):
         try:
             return func(*args, **kwargs)
         except Marrow3DError as exc:
-            err_console.print(f"[bold red]error:[/] {exc}", highlight=False, markup=True, soft_wrap=True)
+            _print_error(str(exc))
+            raise typer.Exit(code=2) from None
+        except OSError as exc:
+            where = f": {exc.filename!s}" if exc.filename else ""
+            _print_error(f"{exc.strerror or exc}{where}")
             raise typer.Exit(code=2) from None
 
     return wrapper  # type: ignore[return-value]
+
+
+def _print_error(message: str) -> None:
+    text = " ".join(message.split())  # one line, whatever the message held
+    err_console.print(f"[bold red]error:[/] {escape(text)}", highlight=False, markup=True, soft_wrap=True)
+
+
+def prepare_output_file(path: Path, flag: str = "--out") -> Path:
+    """Check that a file can be written at ``path`` (creating its folder); a one-line error otherwise.
+
+    Raises
+    ------
+    OutputError
+        ``path`` is a directory, a parent is a file, or the folder cannot be created or written.
+    """
+    from ..errors import OutputError
+
+    path = Path(path)
+    if path.is_dir():
+        raise OutputError(f"{flag} {str(path)!r} is a directory; give a file name")
+    parent = path.parent
+    for node in (parent, *parent.parents):
+        if node.exists():
+            if not node.is_dir():
+                raise OutputError(f"{flag} {str(path)!r} cannot be written: {str(node)!r} is a file, not a directory")
+            break
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OutputError(f"{flag} {str(path)!r} cannot be written: {exc.strerror or exc}") from None
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise OutputError(f"{flag} {str(path)!r} cannot be written: {str(parent)!r} is not writable")
+    return path
 
 
 def setup_logging(verbose: bool = False) -> None:

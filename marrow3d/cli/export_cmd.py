@@ -7,7 +7,7 @@ from typing import Optional
 
 import typer
 
-from .common import cli_errors, console
+from .common import cli_errors, console, prepare_output_file
 
 __all__ = ["register"]
 
@@ -31,5 +31,7 @@ def register(app: typer.Typer) -> None:
         """
         from ..output.export import export_run
 
+        if out is not None:
+            prepare_output_file(out)
         path = export_run(run_dir, fmt.lower(), out, compression_level=compression)
         console.print(f"[green]wrote[/] {path}", highlight=False)

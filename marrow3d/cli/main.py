@@ -163,16 +163,28 @@ def config_validate(
     config: Path = typer.Argument(..., help="TOML config file to check."),
     set_: Optional[List[str]] = SetOpt,
 ) -> None:
-    """Check a config file; exit 0 when valid, 2 with a one-line error otherwise.
+    """Check a config file and the files it names; exit 0 when valid, 2 with a one-line error otherwise.
+
+    An imported mask (domain.kind = "mask") is read and checked in full and sizes the grid;
+    a diffusivity map must match that grid.
 
     Example: [bold]marrow3d config validate configs/femur.toml[/]
     """
+    from ..config.transport import DRUG_AGENTS
     from ..resources import estimate_memory
+    from ..runner import check_inputs
 
     cfg = resolve_config(config, set_)
-    est = estimate_memory(tuple(cfg.domain.shape_voxels), cfg.run.precision)
+    shape = check_inputs(cfg)
+    drugs = sum(1 for agent in DRUG_AGENTS if cfg.therapy.uses(agent))
+    est = estimate_memory(shape, cfg.run.precision, drugs=drugs,
+                          diffusivity_map=cfg.transport.oxygen.diffusivity_map is not None)
+    grid = "x".join(str(n) for n in shape)
+    mib = est.total_bytes / 2**20
+    size = f"{mib:,.0f} MiB" if mib >= 10 else f"{mib:.2g} MiB"
     console.print(
-        f"[green]valid[/]: {config} ({est.voxels:,} voxels, about {est.total_bytes / 2**20:,.0f} MiB)"
+        f"[green]valid[/]: {config} ({grid} = {est.voxels:,} voxels, about {size}; {cfg.n_cell_steps:,} cell steps)",
+        soft_wrap=True,
     )
 
 

@@ -7,7 +7,7 @@ from typing import List, Optional
 
 import typer
 
-from .common import cli_errors, console, err_console, setup_logging
+from .common import cli_errors, console, err_console, prepare_output_file, setup_logging
 
 __all__ = ["register"]
 
@@ -93,6 +93,8 @@ def register(app: typer.Typer) -> None:
         """
         from ..sweep.report import make_report
 
+        if out is not None:
+            prepare_output_file(out)
         path = make_report(sweep_dir, out)
         console.print(f"[green]written[/]: {path}", highlight=False)
 

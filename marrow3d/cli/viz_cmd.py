@@ -11,7 +11,7 @@ from typing import List, Optional
 
 import typer
 
-from .common import cli_errors, console
+from .common import cli_errors, console, prepare_output_file
 
 __all__ = ["register"]
 
@@ -66,6 +66,8 @@ def register(app: typer.Typer) -> None:
 
         tag = "final" if step == -1 else f"step{step:03d}"
         target = out if out is not None else run_dir / f"render_{show}_{tag}.png"
+        if out is not None:
+            prepare_output_file(out)
         path = render_png(run_dir, target, show=show, step=step, slices=slice_ or None, size=size, camera=camera,
                           clim=_parse_clim(clim))
         console.print(f"[green]wrote[/] {path}")
@@ -94,6 +96,8 @@ def register(app: typer.Typer) -> None:
         from ..viz.movie import write_movie
 
         target = out if out is not None else run_dir / f"{show}.gif"
+        if out is not None:
+            prepare_output_file(out)
         bar = Progress(console=console, transient=True)
         task = None
 
@@ -151,5 +155,7 @@ def register(app: typer.Typer) -> None:
         from ..viz.plots import plot_runs
 
         target = out if out is not None else run_dirs[0] / "panel.png"
+        if out is not None:
+            prepare_output_file(out)
         path = plot_runs(run_dirs, target, title=title)
         console.print(f"[green]wrote[/] {path}")

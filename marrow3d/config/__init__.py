@@ -31,12 +31,19 @@ from .transport import TransportConfig
 from .vessels import VesselsConfig
 
 __all__ = [
+    "MAX_CELL_STEPS",
     "SimulationConfig",
     "load_config",
     "config_from_toml_text",
     "to_toml",
     "Section",
 ]
+
+
+#: Most cell steps one run may take (``run.days * 24 / run.cell_step_hours``). Ten years at
+#: 1 h steps is 87,600 steps; a million steps is days of compute even on a small grid, so a
+#: larger count is a typo in a unit (``cell_step_hours = 1e-6``), refused before any work.
+MAX_CELL_STEPS = 1_000_000
 
 
 class SimulationConfig(Section):
@@ -59,7 +66,21 @@ class SimulationConfig(Section):
             raise ValueError(
                 "transport.oxygen.severe_hypoxic_mmHg must be below transport.oxygen.hypoxic_mmHg"
             )
+        steps = self.n_cell_steps
+        if steps > MAX_CELL_STEPS:
+            raise ValueError(
+                f"run.days = {self.run.days:g} with run.cell_step_hours = {self.run.cell_step_hours:g} "
+                f"means {steps:,} cell steps, more than the {MAX_CELL_STEPS:,} one run may take; "
+                "lengthen run.cell_step_hours or shorten run.days"
+            )
         return self
+
+    @property
+    def n_cell_steps(self) -> int:
+        """Cell steps of a run from t = 0 to ``run.days``."""
+        import math
+
+        return int(math.ceil(self.run.days * 24.0 / self.run.cell_step_hours - 1e-9))
 
     def to_toml(self) -> str:
         """The fully resolved config as TOML (round-trips through :func:`load_config`)."""

@@ -5,7 +5,9 @@ Conventions (apply to every section module in this package):
 * one pydantic v2 model per concept, ``extra="forbid"`` so a typo is an error naming the key;
 * units are part of the field name (``diffusivity_um2_per_min``, ``rate_per_day``);
 * every field has a default and a ``description`` (shown by ``marrow3d config show``);
-* physically impossible values are refused with ``Field`` bounds or validators.
+* physically impossible values are refused with ``Field`` bounds or validators;
+* every float must be finite: ``inf`` and ``nan`` (both valid TOML) are refused in every key,
+  so no bound has to remember them (a NaN compares false with every bound).
 """
 
 from __future__ import annotations
@@ -23,4 +25,5 @@ class Section(BaseModel):
         validate_assignment=True,
         validate_default=True,
         use_attribute_docstrings=True,
+        allow_inf_nan=False,
     )

@@ -59,6 +59,8 @@ def read_toml(path: str | Path) -> dict[str, Any]:
         raise ConfigError(f"config file {str(p)!r} does not exist")
     if p.is_dir():
         raise ConfigError(f"config path {str(p)!r} is a directory, not a TOML file")
+    if not p.is_file():  # a FIFO or device would block the read or never end
+        raise ConfigError(f"config path {str(p)!r} is not a regular file")
     try:
         text = p.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
@@ -108,22 +110,27 @@ def apply_overrides(data: dict[str, Any], overrides: list[str] | tuple[str, ...]
     return out
 
 
+def _keys_of(model: Any) -> dict[str, Any]:
+    """The keys a user writes for ``model``'s fields (a field's alias when it has one, e.g.
+    ``set`` for the attribute ``set_``) -> field info."""
+    fields = getattr(model, "model_fields", None) or {}
+    return {(info.alias or name): info for name, info in fields.items()}
+
+
 def _known_keys(model: type[BaseModel], loc: tuple) -> list[str]:
-    """Field names valid at ``loc`` (the parent path of an unknown key)."""
+    """Keys valid at ``loc`` (the parent path of an unknown key), as a user writes them."""
     current: Any = model
     for part in loc:
         if isinstance(part, int):
             continue
-        fields = getattr(current, "model_fields", None)
-        if not fields or part not in fields:
+        keys = _keys_of(current)
+        if part not in keys:
             return []
-        ann = fields[part].annotation
-        sub = _first_model(ann)
+        sub = _first_model(keys[part].annotation)
         if sub is None:
             return []
         current = sub
-    fields = getattr(current, "model_fields", None)
-    return list(fields) if fields else []
+    return list(_keys_of(current))
 
 
 def _first_model(annotation: Any) -> type[BaseModel] | None:
@@ -156,8 +163,9 @@ def _format_error(model: type[BaseModel], err: dict[str, Any], source: str) -> s
     msg = err.get("msg", "invalid value")
     if kind == "missing":
         return f"{source}: key {key!r} is required"
-    if isinstance(value, dict):  # a cross-field check of a whole section: its message names the keys
-        return f"{source}: [{key}] {msg.removeprefix('Value error, ')}"
+    if isinstance(value, dict) and kind == "value_error":  # a cross-field check of a section: its message names the keys
+        where = f"[{key}] " if loc else ""
+        return f"{source}: {where}{msg.removeprefix('Value error, ')}"
     return f"{source}: {key} = {shown} is invalid: {msg}"
 
 

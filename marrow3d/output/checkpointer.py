@@ -1,14 +1,18 @@
-"""Atomic HDF5 checkpoints that resume bit-for-bit.
+"""Atomic, checksummed HDF5 checkpoints that resume bit-for-bit.
 
-Each checkpoint is written to a temporary file in the run directory, flushed, fsynced and
-renamed into place (``os.replace``); then ``checkpoint.h5`` is atomically pointed at it (a hard
-link swapped in by rename) and the directory is fsynced. A crash at any moment leaves the
+Each checkpoint is written to a temporary file in the run directory, checksummed (every
+dataset and attribute: :mod:`marrow3d.output.integrity`), flushed, fsynced and renamed into
+place (``os.replace``); then ``checkpoint.h5`` is atomically pointed at it (a hard link swapped
+in by rename) and the directory is fsynced. A crash at any moment, or a full disk, leaves the
 previous complete checkpoint readable under ``checkpoint.h5``.
 
 Keep policy: the newest ``keep`` checkpoints roll (older ones are deleted once a newer one is
 complete); *archived* checkpoints (``/meta@archived``), written on the archive schedule (e.g.
 with every snapshot) or all of them, are never deleted. They are the branch points of
 ``marrow3d branch --at-day`` (:func:`list_checkpoints`, :func:`checkpoint_at_day`).
+
+:func:`load_checkpoint` verifies the checksums, the layout and the content
+(:mod:`marrow3d.output.state_checks`) before it returns anything.
 """
 
 from __future__ import annotations
@@ -23,9 +27,12 @@ from typing import Any
 import h5py
 import numpy as np
 
-from ..errors import CheckpointError
+from ..errors import CheckpointError, OutputError
+from .h5access import WRITE_OPTIONS, abandon, open_for_reading, write_failure
 from .h5tree import read_tree, write_tree
+from .integrity import IntegrityProblem, verify_record, write_record
 from .runfile import SCHEMA_VERSION, now_iso
+from .state_checks import check_checkpoint_state
 
 __all__ = ["Checkpointer", "load_checkpoint", "LATEST_NAME", "REQUIRED_STATE", "CheckpointInfo", "list_checkpoints",
            "checkpoint_at_day"]
@@ -129,6 +136,12 @@ class Checkpointer:
 
     # writer protocol --------------------------------------------------------------
     def initialize(self, simulation) -> None:
+        """Clear a killed writer's temporary files and checkpoint the starting state.
+
+        The first checkpoint is written before the first step (unless the run starts from
+        this very checkpoint, as a resume does), so a run killed at any later moment can be
+        continued with ``marrow3d resume``.
+        """
         self.directory.mkdir(parents=True, exist_ok=True)
         # Temporary files of a writer that was killed mid-write: never complete, never read.
         for stale in self.directory.glob(".checkpoint*.tmp-*"):
@@ -137,8 +150,19 @@ class Checkpointer:
             except OSError:
                 pass
         self.written = [c.path for c in list_checkpoints(self.directory) if not c.archived]
-        if self.archive_initial and simulation.model.clock.iteration == 0:
+        it = simulation.model.clock.iteration
+        if self.archive_initial and it == 0:
             self._write(simulation, self.directory / f"checkpoint_{0:09d}.h5", latest=True, archived=True)
+        elif not self._is_latest(it):
+            self.write(simulation)
+
+    def _is_latest(self, iteration: int) -> bool:
+        latest = self.directory / LATEST_NAME
+        target = self.directory / f"checkpoint_{iteration:09d}.h5"
+        return latest.exists() and target.exists() and os.path.samefile(latest, target)
+
+    def abort(self) -> None:
+        """Another writer failed: write nothing more (the last checkpoint stays the latest)."""
 
     def write(self, simulation) -> Path:
         it = simulation.model.clock.iteration
@@ -146,16 +170,12 @@ class Checkpointer:
         return self._write(simulation, self.directory / f"checkpoint_{it:09d}.h5", latest=True, archived=archived)
 
     def finalize(self, simulation, ok: bool = True) -> None:
-        if ok:
-            latest = self.directory / LATEST_NAME
-            it = simulation.model.clock.iteration
-            target = self.directory / f"checkpoint_{it:09d}.h5"
-            if not (latest.exists() and target.exists() and os.path.samefile(latest, target)):
-                self.write(simulation)
+        if ok and not self._is_latest(simulation.model.clock.iteration):
+            self.write(simulation)
 
     def write_diagnostic(self, simulation) -> Path:
         """State at a failure (NaN/Inf), for inspection; never becomes ``checkpoint.h5``."""
-        return self._write(simulation, self.directory / "diagnostic.h5", latest=False)
+        return self._write(simulation, self.directory / "diagnostic.h5", latest=False, diagnostic=True)
 
     def prognostic_state(self) -> dict:
         return {"schedule": self.schedule.regular.prognostic_state(),
@@ -170,44 +190,63 @@ class Checkpointer:
         # policy: the archive schedule starts from the current time (primed by the loop).
 
     # atomic write -----------------------------------------------------------------
-    def _write(self, simulation, path: Path, latest: bool, archived: bool = False) -> Path:
+    def _write(self, simulation, path: Path, latest: bool, archived: bool = False,
+               diagnostic: bool = False) -> Path:
         t0 = time.perf_counter()
         state = simulation.prognostic_state()
         clock = simulation.model.clock
         tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+        h5 = None
         try:
-            with h5py.File(tmp, "w") as h5:
-                meta = h5.create_group("meta")
-                meta.attrs["kind"] = "checkpoint"
-                meta.attrs["schema_version"] = SCHEMA_VERSION
-                meta.attrs["created"] = now_iso()
-                meta.attrs["iteration"] = np.int64(clock.iteration)
-                meta.attrs["time_h"] = float(clock.time_h)
-                meta.attrs["archived"] = bool(archived)
-                for k, v in self.meta.items():
-                    meta.attrs[k] = v
-                write_tree(h5.create_group("state"), state)
-                h5.flush()
-                pause = float(os.environ.get(_PAUSE_ENV, "0") or 0)
-                if pause > 0:  # test hook: lets a test kill -9 the process mid-write
-                    time.sleep(pause)
+            # v110 or later: object headers carry HDF5's own metadata checksums too.
+            h5 = h5py.File(tmp, "w", libver="v110", **WRITE_OPTIONS)
+            meta = h5.create_group("meta")
+            meta.attrs["kind"] = "checkpoint"
+            meta.attrs["schema_version"] = SCHEMA_VERSION
+            meta.attrs["created"] = now_iso()
+            meta.attrs["iteration"] = np.int64(clock.iteration)
+            meta.attrs["time_h"] = float(clock.time_h)
+            meta.attrs["archived"] = bool(archived)
+            if diagnostic:
+                meta.attrs["diagnostic"] = True
+            for k, v in self.meta.items():
+                meta.attrs[k] = v
+            write_tree(h5.create_group("state"), state)
+            h5.flush()
+            write_record(h5)
+            pause = float(os.environ.get(_PAUSE_ENV, "0") or 0)
+            if pause > 0:  # test hook: lets a test kill -9 the process mid-write
+                time.sleep(pause)
+            h5.close()
             with open(tmp, "rb+") as fh:
                 os.fsync(fh.fileno())
             os.replace(tmp, path)
+        except (OSError, RuntimeError, IntegrityProblem) as exc:
+            abandon(h5)
+            raise OutputError(
+                f"cannot write the checkpoint {str(path)!r} at step {clock.iteration}: {write_failure(exc)}"
+            ) from None
         finally:
             if tmp.exists():
                 tmp.unlink()
         if latest:
             link_tmp = self.directory / f".{LATEST_NAME}.tmp-{os.getpid()}"
-            if link_tmp.exists():
-                link_tmp.unlink()
             try:
-                os.link(path, link_tmp)
-            except OSError:  # filesystems without hard links: copy, still renamed atomically
-                import shutil
+                if link_tmp.exists():
+                    link_tmp.unlink()
+                try:
+                    os.link(path, link_tmp)
+                except OSError:  # filesystems without hard links: copy, still renamed atomically
+                    import shutil
 
-                shutil.copyfile(path, link_tmp)
-            os.replace(link_tmp, self.directory / LATEST_NAME)
+                    shutil.copyfile(path, link_tmp)
+                os.replace(link_tmp, self.directory / LATEST_NAME)
+            except OSError as exc:
+                if link_tmp.exists():
+                    link_tmp.unlink()
+                raise OutputError(
+                    f"cannot make {str(path)!r} the latest checkpoint: {write_failure(exc)}"
+                ) from None
             fsync_dir(self.directory)
             if archived:
                 if path in self.written:
@@ -288,30 +327,45 @@ def checkpoint_at_day(directory: str | Path, day: float) -> Path:
 def load_checkpoint(path: str | Path) -> tuple[dict[str, Any], dict[str, Any]]:
     """Open and verify a checkpoint; return ``(meta, state)``.
 
-    Accepts a run directory (reads its ``checkpoint.h5``) or a checkpoint file.
+    Accepts a run directory (reads its ``checkpoint.h5``) or a checkpoint file. Verified, in
+    this order: an HDF5 file, ``/meta@kind``, ``schema_version``, the checksum of every
+    dataset and attribute, the presence and shapes of the datasets a resume needs, then the
+    content (:func:`marrow3d.output.state_checks.check_checkpoint_state`: the config text,
+    clock, time series, codes and ranges).
 
     Raises
     ------
     CheckpointError
-        Missing, truncated, corrupted or foreign file, another schema version, or missing data;
-        the message names the file and the problem.
+        Missing, truncated, corrupted or foreign file, another schema version, a checksum
+        mismatch, missing data or out-of-range content; the message names the file and the
+        problem.
     """
     p = Path(path)
     if p.is_dir():
         p = p / LATEST_NAME
     if not p.exists():
         raise CheckpointError(f"checkpoint {str(p)!r} does not exist")
+    if not p.is_file():  # a FIFO would block the read
+        raise CheckpointError(f"checkpoint {str(p)!r} is not a regular file")
     if not h5py.is_hdf5(p):
         raise CheckpointError(f"checkpoint {str(p)!r} is not an HDF5 file (truncated or foreign)")
     try:
-        with h5py.File(p, "r") as h5:
+        h5, _ = open_for_reading(p)
+    except CheckpointError as exc:
+        raise CheckpointError(f"checkpoint {exc}") from None
+    try:
+        with h5:
             if "meta" not in h5 or h5["meta"].attrs.get("kind") != "checkpoint":
                 raise CheckpointError(f"{str(p)!r} is an HDF5 file but not a marrow3d checkpoint (no /meta kind=checkpoint)")
             meta = read_tree(h5["meta"])
-            version = int(meta.get("schema_version", -1))
+            try:
+                version = int(meta.get("schema_version", -1))
+            except (TypeError, ValueError):
+                version = -1
             if version != SCHEMA_VERSION:
                 raise CheckpointError(
-                    f"checkpoint {str(p)!r} has schema_version {version}; this marrow3d reads {SCHEMA_VERSION}"
+                    f"checkpoint {str(p)!r} has schema_version {meta.get('schema_version')}; "
+                    f"this marrow3d reads {SCHEMA_VERSION}"
                 )
             if "state" not in h5:
                 raise CheckpointError(f"checkpoint {str(p)!r} has no /state group")
@@ -327,9 +381,16 @@ def load_checkpoint(path: str | Path) -> tuple[dict[str, Any], dict[str, Any]]:
                         f"checkpoint {str(p)!r}: dataset /state/{name} has shape {shape}, the grid "
                         f"(/state/model/anatomy/tissue) is {grid}"
                     )
+            try:
+                if not verify_record(h5):
+                    log.warning("checkpoint %s has no checksums (written by an older marrow3d): content "
+                                "checks only", p)
+            except IntegrityProblem as exc:
+                raise CheckpointError(f"checkpoint {str(p)!r} is damaged: {exc}") from None
             state = read_tree(h5["state"])
     except CheckpointError:
         raise
-    except (OSError, KeyError, ValueError, RuntimeError) as exc:
-        raise CheckpointError(f"checkpoint {str(p)!r} cannot be read: {exc}") from None
+    except (OSError, KeyError, ValueError, RuntimeError, TypeError) as exc:
+        raise CheckpointError(f"checkpoint {str(p)!r} cannot be read: {' '.join(str(exc).split())}") from None
+    check_checkpoint_state(meta, state, str(p), diagnostic=bool(meta.get("diagnostic", False)))
     return meta, state

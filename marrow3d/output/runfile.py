@@ -59,7 +59,9 @@ def write_meta(h5, *, config_toml: str, seed: int, backend: str, created: str | 
 def write_anatomy(h5, anatomy, compression_level: int = 3) -> None:
     """Write ``/anatomy/tissue`` and ``/anatomy/niche`` (uint8) with voxel size and codes."""
     grp = h5.require_group("anatomy")
-    opts = dict(compression="gzip", compression_opts=compression_level, shuffle=True) if compression_level else {}
+    opts: dict[str, Any] = {"fletcher32": True}
+    if compression_level:
+        opts.update(compression="gzip", compression_opts=compression_level, shuffle=True)
     for name, arr, names, prefix in (
         ("tissue", anatomy.tissue, codes.TISSUE_NAMES, "code"),
         ("niche", anatomy.niche, codes.NICHE_NAMES, "code"),

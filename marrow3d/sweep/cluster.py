@@ -2,7 +2,10 @@
 
 * default: ``distributed.LocalCluster`` with ``N`` worker *processes* of one thread each,
   started with the ``spawn`` method (CUDA is not fork-safe; each process initialises its own
-  Taichi runtime), listening on the loopback interface only (``127.0.0.1``), no dashboard;
+  Taichi runtime), listening on the loopback interface only (``127.0.0.1``), no dashboard:
+  distributed always starts an HTTP server in the scheduler and each worker, so these serve
+  no routes at all and listen on ephemeral loopback ports (not 8787, which another program,
+  or a second sweep, may want);
 * ``gpus=True``: ``dask_cuda.LocalCUDACluster`` (one worker per visible GPU, each with its
   own ``CUDA_VISIBLE_DEVICES``, so Taichi's device 0 is that worker's GPU);
 * ``scheduler="tcp://host:port"``: connect to a scheduler started elsewhere (``dask
@@ -27,6 +30,8 @@ log = logging.getLogger(__name__)
 
 #: Worker processes of a local CPU cluster when ``--workers`` is not given.
 DEFAULT_WORKERS = 2
+#: The only interface a local cluster listens on.
+LOOPBACK = "127.0.0.1"
 
 _ADDRESS = re.compile(r"^(tcp|tls|ucx|ws|wss)://(\[[0-9a-fA-F:]+\]|[A-Za-z0-9_.\-]+):(\d{1,5})$")
 
@@ -121,8 +126,15 @@ def open_client(*, workers: int | None = None, scheduler: str | None = None, gpu
             return
 
         # Worker processes are spawned, never forked (CUDA and Taichi's runtime are not fork-safe).
-        stack.enter_context(dask.config.set({"distributed.worker.multiprocessing-method": "spawn"}))
-        common = dict(threads_per_worker=1, host="127.0.0.1", dashboard_address=None,
+        # No dashboard and no HTTP routes: the HTTP servers distributed always starts serve
+        # nothing, on ephemeral loopback ports.
+        stack.enter_context(dask.config.set({
+            "distributed.worker.multiprocessing-method": "spawn",
+            "distributed.scheduler.http.routes": [],
+            "distributed.worker.http.routes": [],
+        }))
+        common = dict(threads_per_worker=1, host=LOOPBACK, dashboard_address=None,
+                      scheduler_kwargs={"dashboard_address": f"{LOOPBACK}:0", "dashboard": False},
                       silence_logs=logging.WARNING)
         if gpus:
             LocalCUDACluster = _import_dask_cuda()

@@ -67,7 +67,8 @@ LABEL_KEY = "name"
 
 
 class _Spec(BaseModel):
-    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+    # a key is written as its alias (``set``), and inf/nan are refused as in the config
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, allow_inf_nan=False)
 
 
 def flatten_keys(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
