@@ -193,8 +193,8 @@ def sweep_time(model, repeat: int) -> dict:
     g = (l0.gz, l0.gy, l0.gx)
 
     def sweep():
-        mg._smooth(l0.b, l0.inv_diag, *g, l0.e, 0, *l0.shape)
-        mg._smooth(l0.b, l0.inv_diag, *g, l0.e, 1, *l0.shape)
+        mg.smooth(l0.b, l0.inv_diag, *g, l0.e, 0, *l0.shape)
+        mg.smooth(l0.b, l0.inv_diag, *g, l0.e, 1, *l0.shape)
 
     return timed(sweep, repeat, sync=ti.sync)
 

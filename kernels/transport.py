@@ -15,14 +15,14 @@ This module holds
 * the coefficient *assembly* from the compact model state (tissue, cells, vessel integrity)
   and a small packed table per field (:class:`CoefficientTables`), so all fields share one
   kernel;
-* the operator pieces used by :mod:`kernels.multigrid`: face conductances, the nonlinear
+* the operator pieces used by the solver's kernels: face conductances, the nonlinear
   residual with its Newton diagonal, and the linearised operator applied to a vector;
 * the mass-balance totals (vessel supply, uptake, decay, secretion) in float64.
 
 Array conventions: coefficient arrays (``D, a, vmax, s``) are 1-D Taichi ndarrays of length
 ``nz*ny*nx`` in C order (voxel ``(z, y, x)`` at ``(z*ny + y)*nx + x``); the solver's internal
 arrays (conductances, diagonals, iterates) are *padded* with one zero plane before and after
-(:func:`padded_size`). 1-D ndarrays with explicit index arithmetic compile once per process
+(:func:`kernels.solver_plan.padded_size`). 1-D ndarrays with explicit index arithmetic compile once per process
 for every grid and level and run as fast as dense fields on the CPU (3-D ndarrays with
 runtime strides were 3x slower in our measurements; dense fields recompile every kernel for
 every new field, about 0.1 s each). Model-state inputs may be 3-D Taichi fields or 3-D numpy
@@ -39,6 +39,8 @@ fixed order, so results are bitwise reproducible run to run (no floating-point a
 import numpy as np
 
 from .codes import MARROW, N_CELL_TYPES, N_TISSUE, VESSEL_CLASS_OF_TISSUE
+from .reductions import finish_sum
+from .solver_plan import S_FF
 from .ti_compat import ti
 from .transport_reference import CoefficientTables
 
@@ -52,10 +54,8 @@ __all__ = [
     "face_conductances",
     "residual_jacobian",
     "apply_operator",
-    "finish_sum",
     "neighbor_sum",
     "conductance_sum",
-    "padded_size",
     "ND1",
     "ND1_F64",
 ]
@@ -75,10 +75,6 @@ TABLE_SIZE = T_FLOOR + 1
 ND1 = ti.types.ndarray(ndim=1)  # any dtype: instantiated per dtype, shared by every grid
 ND1_F64 = ti.types.ndarray(dtype=ti.f64, ndim=1)
 ND3 = ti.types.ndarray(ndim=3)
-
-# Slots of the float64 scalar register array shared by the solver kernels.
-S_FF = 0  # ||F||^2 of the residual kernel
-S_SS = 1  # ||s_eff||^2 (scale of the relative residual)
 
 
 def pack_tables(tables: CoefficientTables) -> np.ndarray:
@@ -172,8 +168,8 @@ def _assemble_fields(
     a: ND1,
     vmax: ND1,
     s: ND1,
-    dt: ti.template(),
 ):
+    dt = D.get_type().element_type
     nz, ny, nx = tissue.shape
     for z, y in ti.ndrange(nz, ny):
         for x in range(nx):
@@ -199,8 +195,8 @@ def _assemble_arrays(
     a: ND1,
     vmax: ND1,
     s: ND1,
-    dt: ti.template(),
 ):
+    dt = D.get_type().element_type
     nz, ny, nx = tissue.shape[0], tissue.shape[1], tissue.shape[2]
     for z, y in ti.ndrange(nz, ny):
         for x in range(nx):
@@ -259,10 +255,10 @@ def assemble_coefficients(tissue, cells, integrity, tables, D, a, vmax, s, diffu
     if _is_field(tissue):
         if not (_is_field(cells) and _is_field(integrity) and _is_field(over)):
             raise TypeError("tissue, cells, integrity and the override must all be fields or all arrays")
-        _assemble_fields(tissue, cells, integrity, over, use, tab, D, a, vmax, s, D.dtype)
+        _assemble_fields(tissue, cells, integrity, over, use, tab, D, a, vmax, s)
     else:
         arrs = [np.ascontiguousarray(v) if isinstance(v, np.ndarray) else v for v in (tissue, cells, integrity, over)]
-        _assemble_arrays(*arrs, use, tab, D, a, vmax, s, D.dtype)
+        _assemble_arrays(*arrs, use, tab, D, a, vmax, s)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -376,20 +372,8 @@ def balance_totals(u, tissue, cells, integrity, tables, D, km, voxel_um) -> dict
 
 
 # ---------------------------------------------------------------------------------------------
-# Operator (solver arrays: padded layout, see ``padded_size``)
+# Operator (solver arrays: padded layout, see ``kernels.solver_plan.padded_size``)
 # ---------------------------------------------------------------------------------------------
-
-
-def padded_size(shape) -> int:
-    """Length of a padded solver array for grid ``shape``: one zero plane before and after.
-
-    Voxel ``(z, y, x)`` lives at ``nx*ny + (z*ny + y)*nx + x``. Face conductances are 0 on
-    the last plane/row/column in each direction, so with the zero padding every 7-point
-    stencil read is in bounds and boundary faces contribute exactly 0: the stencil loops need
-    no boundary branches (and LLVM vectorises them).
-    """
-    nz, ny, nx = shape
-    return (nz + 2) * ny * nx
 
 
 @ti.func
@@ -426,7 +410,7 @@ def _harmonic(d1, d2, inv_h2):
 @ti.kernel
 def face_conductances(
     D: ND1, gz: ND1, gy: ND1, gx: ND1, part: ND1_F64, scal: ND1_F64, slot: ti.i32,
-    nz: ti.i32, ny: ti.i32, nx: ti.i32, inv_h2: ti.f64, dt: ti.template(),
+    nz: ti.i32, ny: ti.i32, nx: ti.i32, inv_h2: ti.f64,
 ):
     """Face conductances g = harmonic mean of D / h^2 [1/min] into padded arrays.
 
@@ -438,6 +422,7 @@ def face_conductances(
     pseudo-random weight in [1, 2) over active voxels, so the solver notices when the
     connectivity changed (any change of the set alters it, barring a freak cancellation).
     """
+    dt = gx.get_type().element_type
     sy = nx
     sz = nx * ny
     for z, y in ti.ndrange(nz, ny):
@@ -486,7 +471,6 @@ def residual_jacobian(
     nz: ti.i32,
     ny: ti.i32,
     nx: ti.i32,
-    dt: ti.template(),
 ):
     """Nonlinear residual and Newton diagonal at the float64 iterate ``x64``.
 
@@ -504,6 +488,7 @@ def residual_jacobian(
     true tangent (slope vmax/km) would allow only a tiny step.
     ``x64, g*, r, diag, inv_diag`` are padded; ``uold, D, a, vmax, s`` are not.
     """
+    dt = r.get_type().element_type
     sy = nx
     sz = nx * ny
     for z, y in ti.ndrange(nz, ny):
@@ -549,21 +534,6 @@ def residual_jacobian(
         part[4 * row + 2] = vs
         part[4 * row + 3] = xx
     finish_sum(part, nz * ny, 4, scal, S_FF)
-
-
-@ti.func
-def finish_sum(part: ti.template(), nrows, ncols: ti.template(), scal: ti.template(), slot: ti.template()):
-    """Serial, fixed-order sum of the per-row partials (deterministic float64 reduction).
-
-    ``part`` holds ``ncols`` interleaved partials per row; column k goes to ``scal[slot+k]``.
-    Must be called at kernel top level, after the parallel loop that filled ``part``.
-    """
-    ti.loop_config(serialize=True)
-    for k in range(ncols):
-        tot = ti.cast(0.0, ti.f64)
-        for row in range(nrows):
-            tot += part[ncols * row + k]
-        scal[slot + k] = tot
 
 
 @ti.kernel

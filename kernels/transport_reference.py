@@ -1,6 +1,6 @@
 """Reference implementation of the transport operator (numpy/scipy only, no Taichi).
 
-This module is the test oracle of :mod:`kernels.transport` and :mod:`kernels.multigrid`: it
+This module is the test oracle of :mod:`kernels.transport` and the multigrid solver: it
 builds the *same* discrete operator as a ``scipy.sparse`` matrix and solves it directly. It is
 written for clarity, not speed (fine up to about 40^3 voxels).
 

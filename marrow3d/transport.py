@@ -1,7 +1,7 @@
 """Transport fields of the model: coefficient tables from the config, solves, diagnostics.
 
 Each field (oxygen, the remodeling signal, each dosed drug) shares one
-:class:`~marrow3d.kernels.multigrid.MultigridSolver`: assemble that field's coefficients from
+:class:`~marrow3d.transport_solver.MultigridSolver`: assemble that field's coefficients from
 the compact state (tissue, cells, integrity) and its :class:`CoefficientTables`, solve
 warm-started from the field's previous value, move to the next field.
 """

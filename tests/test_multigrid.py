@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from marrow3d.kernels import transport_reference as R
-from marrow3d.kernels.multigrid import hierarchy_shapes
+from marrow3d.kernels.solver_plan import hierarchy_shapes
 
 H_UM = 10.0
 
@@ -25,7 +25,7 @@ def drug_tables():
 
 def make_solver(shape, tables, dtype_name="f32", seed=3, **kw):
     from marrow3d.kernels import transport as T
-    from marrow3d.kernels.multigrid import MultigridSolver
+    from marrow3d.transport_solver import MultigridSolver
     from marrow3d.kernels.ti_compat import ti
 
     tissue, cells, integ = R.synthetic_marrow(shape, seed=seed)
@@ -61,7 +61,7 @@ def test_iterations_do_not_grow_with_grid(taichi_backend, field):
 
 @pytest.mark.parametrize("shape", [(9, 13, 17), (1, 1, 37), (2, 3, 5), (33, 17, 5), (1, 40, 41)])
 def test_odd_and_thin_grids_match_reference(taichi_backend, shape):
-    from marrow3d.kernels.multigrid import MultigridSolver
+    from marrow3d.transport_solver import MultigridSolver
     from marrow3d.kernels.ti_compat import ti
 
     rng = np.random.default_rng(sum(shape))
@@ -109,7 +109,7 @@ def test_non_convergence_is_reported(taichi_backend):
 
 def test_inconsistent_problem_is_reported(taichi_backend):
     """A sealed pocket with a source but no sink has no steady state: must not 'converge'."""
-    from marrow3d.kernels.multigrid import MultigridSolver
+    from marrow3d.transport_solver import MultigridSolver
     from marrow3d.kernels.ti_compat import ti
 
     shape = (12, 12, 12)
@@ -128,7 +128,7 @@ def test_inconsistent_problem_is_reported(taichi_backend):
 
 
 def test_non_finite_coefficients_are_reported(taichi_backend):
-    from marrow3d.kernels.multigrid import MultigridSolver
+    from marrow3d.transport_solver import MultigridSolver
     from marrow3d.kernels.ti_compat import ti
 
     shape = (8, 8, 8)
@@ -144,7 +144,7 @@ def test_non_finite_coefficients_are_reported(taichi_backend):
 
 
 def test_zero_source_returns_zero_at_once(taichi_backend):
-    from marrow3d.kernels.multigrid import MultigridSolver
+    from marrow3d.transport_solver import MultigridSolver
     from marrow3d.kernels.ti_compat import ti
 
     shape = (6, 7, 8)
@@ -209,7 +209,7 @@ def test_input_kinds_and_clamping(taichi_backend, kind):
 
 
 def test_argument_checks(taichi_backend):
-    from marrow3d.kernels.multigrid import MultigridSolver
+    from marrow3d.transport_solver import MultigridSolver
     from marrow3d.kernels.ti_compat import ti
 
     with pytest.raises(ValueError):
@@ -235,7 +235,7 @@ def test_sealed_pockets_do_not_cost_iterations(taichi_backend):
     8). Compare against the same domain with the pockets filled with bone, and check the
     answer against the direct solve.
     """
-    from marrow3d.kernels.multigrid import MultigridSolver
+    from marrow3d.transport_solver import MultigridSolver
     from marrow3d.kernels.ti_compat import ti
 
     n = 30
