@@ -24,6 +24,7 @@ __all__ = [
     "S_SS",
     "S_VM",
     "S_XX",
+    "S_JJ",
     "S_RZ",
     "S_RZ_OLD",
     "S_PQ",
@@ -50,15 +51,16 @@ S_FF = 0  #: ||F||^2 of the residual kernel
 S_SS = 1  #: ||s_eff||^2 (scale of the relative residual)
 S_VM = 2  #: sum of vmax (> 0: the problem is nonlinear)
 S_XX = 3  #: ||x||^2 of the iterate (0: a cold start)
-S_RZ = 4  #: r . z of the current CG iteration
-S_RZ_OLD = 5  #: r . z of the previous CG iteration
-S_PQ = 6  #: p . J p
-S_RR = 7  #: ||r||^2 after the CG update
-S_FP = 8  #: fingerprint of the active set (see ``kernels.transport.face_conductances``)
+S_JJ = 4  #: ||F / diag||^2, the Jacobi-scaled residual (field units squared)
+S_RZ = 5  #: r . z of the current CG iteration
+S_RZ_OLD = 6  #: r . z of the previous CG iteration
+S_PQ = 7  #: p . J p
+S_RR = 8  #: ||r||^2 after the CG update
+S_FP = 9  #: fingerprint of the active set (see ``kernels.transport.face_conductances``)
 N_SCAL = 10
 
-#: Row partials per (z, y) row of the finest grid (the residual kernel reduces 4 columns).
-PART_COLUMNS = 4
+#: Row partials per (z, y) row of the finest grid (the residual kernel reduces 5 columns).
+PART_COLUMNS = 5
 
 
 def hierarchy_shapes(shape, coarse_max: int = COARSE_MAX):

@@ -481,8 +481,9 @@ def residual_jacobian(
 
     ``r`` receives F, ``diag`` the diagonal and ``inv_diag`` its inverse (rounded to their
     dtype); inactive voxels get 0 in all three. ``scal[S_FF] = ||F||^2``, ``scal[S_SS] =
-    ||s + uold/dt||^2``, ``scal[S_SS + 1] = sum vmax`` and ``scal[S_SS + 2] = ||x||^2``
-    (float64, fixed summation order; ``part`` needs 4 nz ny entries). ``inv_dt = 0`` gives the
+    ||s + uold/dt||^2``, ``scal[S_VM] = sum vmax``, ``scal[S_XX] = ||x||^2`` and
+    ``scal[S_JJ] = ||F / diag||^2`` (the Jacobi-scaled residual, in field units; voxels with
+    diag = 0 left out) (float64, fixed summation order; ``part`` needs 5 nz ny entries). ``inv_dt = 0`` gives the
     steady problem (``uold`` unread). ``zero_order = 1`` linearises the Michaelis-Menten term
     as saturated (``vmax``, slope 0): the solver's first step from a zero field, where the
     true tangent (slope vmax/km) would allow only a tiny step.
@@ -496,6 +497,7 @@ def residual_jacobian(
         ss = ti.cast(0.0, ti.f64)
         vs = ti.cast(0.0, ti.f64)
         xx = ti.cast(0.0, ti.f64)
+        jj = ti.cast(0.0, ti.f64)
         for x in range(nx):
             p = (z * ny + y) * nx + x
             pp = p + sz
@@ -525,15 +527,18 @@ def residual_jacobian(
                 ss += src * src
                 vs += vm
                 xx += up * up
+                jf = f * idg
+                jj += jf * jf
             r[pp] = ti.cast(f, dt)
             diag[pp] = ti.cast(dg, dt)
             inv_diag[pp] = ti.cast(idg, dt)
         row = z * ny + y
-        part[4 * row] = ff
-        part[4 * row + 1] = ss
-        part[4 * row + 2] = vs
-        part[4 * row + 3] = xx
-    finish_sum(part, nz * ny, 4, scal, S_FF)
+        part[5 * row] = ff
+        part[5 * row + 1] = ss
+        part[5 * row + 2] = vs
+        part[5 * row + 3] = xx
+        part[5 * row + 4] = jj
+    finish_sum(part, nz * ny, 5, scal, S_FF)
 
 
 @ti.kernel

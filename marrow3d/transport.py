@@ -150,8 +150,9 @@ class FieldSolver:
             path = self._write_diagnostics(solver, u, info)
             raise SolverError(
                 f"the {self.name} solve did not converge: relative residual "
-                f"{info.relative_residual:.3g} > {self.tol:g} after {info.iterations} iterations "
-                f"({info.message}); diagnostics in {path}"
+                f"{info.relative_residual:.3g}, Jacobi-scaled residual {info.scaled_residual:.3g} "
+                f"(tolerance {self.tol:g}) after {info.iterations} iterations ({info.message}); "
+                f"diagnostics in {path}"
             )
         return info
 

@@ -66,6 +66,7 @@ from .kernels.solver_plan import (
     PART_COLUMNS,
     S_FF,
     S_FP,
+    S_JJ,
     S_PQ,
     S_RR,
     S_SS,
@@ -89,16 +90,24 @@ class SolveInfo:
     Attributes
     ----------
     converged : bool
-        True when ``relative_residual <= tol``. False means the field must not be trusted.
+        True when both ``relative_residual <= tol`` and ``scaled_residual <= tol``. False
+        means the field must not be trusted.
     iterations : int
         Conjugate-gradient iterations (= V-cycles), summed over Newton steps.
     newton_iterations : int
         Newton (outer) steps taken.
     residual_history : list of float
-        Relative residual before the first and after each Newton step.
+        ``max(relative_residual, scaled_residual)`` before the first and after each Newton
+        step.
     relative_residual : float
         ``||F(u)||_2 / ||s_eff||_2`` of the float64 iterate, over active voxels; ``s_eff = s``
         (plus ``u_old/dt`` for a backward Euler step). Dimensionless.
+    scaled_residual : float
+        ``||F(u) / diag||_2 / ||u||_2`` over active voxels, diag being the Jacobian diagonal:
+        the correction each voxel would still make on its own, relative to the field
+        (dimensionless; 0 when u = 0). It does not change when rows are rescaled, so a few
+        voxels with huge coefficients (a vessel exchange of 1e8 /min) cannot make it look
+        small, as they can ``relative_residual``, whose scale ``||s_eff||`` they dominate.
     field_relative_residual : float
         The same for the field as stored in its own dtype (float32 rounding adds ~1e-6 for
         O2-like problems; equal to ``relative_residual`` in float64; NaN when the solve was
@@ -114,6 +123,7 @@ class SolveInfo:
     newton_iterations: int
     residual_history: list = field(default_factory=list)
     relative_residual: float = math.inf
+    scaled_residual: float = math.inf
     field_relative_residual: float = math.inf
     scale: float = 0.0
     message: str = ""
@@ -396,8 +406,11 @@ class MultigridSolver:
     def _scalars(self) -> np.ndarray:
         return self._scal.to_numpy()
 
-    def _residual(self, km: float, inv_dt: float, zero_order: bool = False) -> tuple[float, float]:
-        """Residual at the iterate into r (and the Newton diagonal); returns (||F||, ||s_eff||)."""
+    def _residual(self, km: float, inv_dt: float, zero_order: bool = False) -> tuple[float, float, float]:
+        """Residual at the iterate into r (and the Newton diagonal).
+
+        Returns ``(||F||, ||s_eff||, ||F / diag|| / ||x||)``; the last is 0 when x = 0.
+        """
         l0 = self.levels[0]
         uold = self._uold if inv_dt != 0 else self.s
         T.residual_jacobian(
@@ -407,7 +420,9 @@ class MultigridSolver:
         sc = self._scalars()
         self._nonlinear = bool(sc[S_VM] > 0)
         self._cold = bool(sc[S_XX] == 0)
-        return math.sqrt(max(sc[S_FF], 0.0)), math.sqrt(max(sc[S_SS], 0.0))
+        xnorm = math.sqrt(max(sc[S_XX], 0.0))
+        scaled = math.sqrt(max(sc[S_JJ], 0.0)) / xnorm if xnorm > 0 else 0.0
+        return math.sqrt(max(sc[S_FF], 0.0)), math.sqrt(max(sc[S_SS], 0.0)), scaled
 
     def _pcg(self, target: float, max_it: int) -> tuple[int, float]:
         """CG on J dx = r (r holds F) until ||r|| <= target; returns (iterations, ||r||)."""
@@ -464,7 +479,8 @@ class MultigridSolver:
         km : float
             Michaelis-Menten constant [u], > 0 (unused when every vmax is 0).
         tol : float
-            Target relative residual ``||F||_2 / ||s||_2`` (dimensionless).
+            Target of both the relative residual ``||F||_2 / ||s||_2`` and the Jacobi-scaled
+            residual ``||F / diag||_2 / ||u||_2`` (dimensionless; see :class:`SolveInfo`).
         max_iterations : int
             Cap on the total number of CG iterations (V-cycles).
         max_newton : int
@@ -514,7 +530,7 @@ class MultigridSolver:
         stalled = 0
         coarse_ready = False  # coarse levels built from the current Newton diagonal
         while True:
-            rho, scale = self._residual(km, inv_dt)
+            rho, scale, scaled = self._residual(km, inv_dt)
             first = info.newton_iterations == 0
             if first:
                 info.scale = scale
@@ -523,16 +539,26 @@ class MultigridSolver:
                     self.x64.fill(0)
                     self._store(u)
                     info.converged = True
-                    info.relative_residual = info.field_relative_residual = 0.0
+                    info.relative_residual = info.field_relative_residual = info.scaled_residual = 0.0
                     info.residual_history = [0.0]
                     info.message = "no source: u = 0"
                     return info
                 if self._nonlinear and not km > 0:
                     raise ValueError(f"km must be > 0 when vmax > 0, got {km}")
-            rel = rho / scale
+            # ||F|| / ||s|| alone accepts a wrong field when a few rows with huge coefficients
+            # (a large vessel exchange E: their source E u_blood) dominate ||s||: the
+            # Jacobi-scaled residual ||F / diag|| / ||x|| is blind to row scaling and guards
+            # it. Every decision below reads the larger of the two (as a residual norm: in
+            # well-scaled problems that is rho itself, bit for bit, so nothing changes there).
+            info.relative_residual = rho / scale
+            info.scaled_residual = scaled
+            if scaled * scale > rho:
+                rho_eff = scaled * scale
+            else:
+                rho_eff = rho
+            rel = rho_eff / scale
             info.residual_history.append(rel)
-            info.relative_residual = rel
-            if not math.isfinite(rel):
+            if not (math.isfinite(rel) and math.isfinite(scaled)):
                 info.message = "residual is not finite"
                 break
             if rel <= tol:
@@ -545,7 +571,7 @@ class MultigridSolver:
             if info.iterations >= max_iterations:
                 info.message = f"iteration cap ({max_iterations}) reached"
                 break
-            if rho_prev is not None and rho > 0.95 * rho_prev:
+            if rho_prev is not None and rho_eff > 0.95 * rho_prev:
                 stalled += 1
                 if stalled >= 5:
                     info.message = "residual stagnated (floating-point floor or inconsistent problem)"
@@ -553,11 +579,11 @@ class MultigridSolver:
             else:
                 stalled = 0
             # inexact Newton: Eisenstat-Walker choice 2, never tighter than the goal needs
-            need = 0.5 * tol * scale / rho
+            need = 0.5 * tol * scale / rho_eff
             if rho_prev is None:
                 eta = 0.1
             else:
-                eta = 0.9 * (rho / rho_prev) ** 2
+                eta = 0.9 * (rho_eff / rho_prev) ** 2
                 if eta_prev is not None and 0.9 * eta_prev**2 > 0.1:
                     eta = max(eta, 0.9 * eta_prev**2)
                 eta = min(eta, 0.1)
@@ -576,11 +602,12 @@ class MultigridSolver:
                 # coarsest factor, is what the last step built (bitwise); only the finest
                 # inv_diag was rewritten by the residual kernel: mask the pockets again.
                 cs.mask_pockets(self.levels[0].inv_diag, self._pocket_idx, int(self._pocket_idx.shape[0]))
+            # CG reduces the unscaled residual it works on by the factor eta
             its, _ = self._pcg(eta * rho, max_iterations - info.iterations)
             info.iterations += its
             kr.newton_update(self.x64, self.dx, self.D, self.n, self._pad)
             info.newton_iterations += 1
-            rho_prev, eta_prev = rho, eta
+            rho_prev, eta_prev = rho_eff, eta
         kr.round_iterate(self.x64, self.D, self._pad, self._pad + self.n)
         self._store(u)
         if self.dtype == ti.f64:
@@ -588,6 +615,6 @@ class MultigridSolver:
         elif not field_residual:
             info.field_relative_residual = math.nan
         else:
-            rho_f, _ = self._residual(km, inv_dt)
+            rho_f, _, _ = self._residual(km, inv_dt)
             info.field_relative_residual = rho_f / scale
         return info
