@@ -57,7 +57,6 @@ def _best_time(fn, repeats: int) -> float:
 
 def bandwidth(n: int) -> dict:
     """Effective bandwidths (GB/s) of copies, stencils and the solver's sweeps on n^3 float32."""
-    from marrow3d.kernels import multigrid as mg
     from marrow3d.kernels import transport as T
     from marrow3d.kernels.solver_plan import S_PQ
     from marrow3d.transport_solver import MultigridSolver
@@ -100,8 +99,7 @@ def bandwidth(n: int) -> dict:
     g = (l0.gz, l0.gy, l0.gx)
 
     def rbgs():
-        mg.smooth(l0.b, l0.inv_diag, *g, l0.e, 0, n, n, n)
-        mg.smooth(l0.b, l0.inv_diag, *g, l0.e, 1, n, n, n)
+        solver.sweep(0)
         ti.sync()
 
     t = _best_time(rbgs, 5)
@@ -109,7 +107,8 @@ def bandwidth(n: int) -> dict:
     out["rbgs_sweep_GBps"] = 28 * nvox / t / 1e9  # b, 1/diag, gx, gy, gz, e read + e written
 
     def matvec():
-        T.apply_operator(solver.p, solver.q, l0.diag, *g, solver._part, solver._scal, S_PQ, n, n, n)
+        T.apply_operator(solver.p, solver.q, l0.diag, *g, solver._part, solver._scal, S_PQ, n, n, n,
+                         solver.gpu_layout)
         ti.sync()
 
     t = _best_time(matvec, 5)

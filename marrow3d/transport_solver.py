@@ -62,25 +62,34 @@ from .kernels import krylov as kr
 from .kernels import multigrid as mg
 from .kernels import transport as T
 from .kernels.solver_plan import (
+    C_IT,
+    C_LIVE,
     COARSE_MAX,
-    PART_COLUMNS,
+    LAYOUTS,
+    META_FIELDS,
+    N_SCAL,
     S_FF,
     S_FP,
+    S_FP2,
     S_JJ,
-    S_PQ,
     S_RR,
     S_SS,
     S_VM,
     S_XX,
-    N_SCAL,
     STAGGER,
-    band_ordering,
     hierarchy_shapes,
+    make_plan,
     padded_size,
 )
-from .kernels.ti_compat import ti
+from .kernels.ti_compat import is_gpu_arch, ti
 
-__all__ = ["SolveInfo", "MultigridSolver", "hierarchy_shapes"]
+__all__ = ["SolveInfo", "MultigridSolver", "hierarchy_shapes", "MAX_FUSED_LEVELS"]
+
+#: At most this many of the smallest levels are visited by one launch of
+#: ``kernels.multigrid.cycle_levels``: its code grows with the visits it unrolls (an F-cycle
+#: over 6 levels is 21 visits, about 200 loops and 20 s of compilation on a CPU, once per
+#: depth thanks to the kernel cache).
+MAX_FUSED_LEVELS = 6
 
 
 @dataclass
@@ -129,21 +138,9 @@ class SolveInfo:
     message: str = ""
 
 
-def _dtype_of(u):
-    """Taichi float type of a numpy array or Taichi ndarray."""
-    dt = u.dtype
-    if isinstance(dt, np.dtype) or (isinstance(dt, type) and issubclass(dt, np.generic)):
-        dt = np.dtype(dt)
-        if dt == np.float32:
-            return ti.f32
-        if dt == np.float64:
-            return ti.f64
-        raise TypeError(f"u must be float32 or float64, got {dt}")
-    return dt
-
-
 def _alloc(dtype, size: int, keep: list | None = None):
-    """A zero-filled Taichi ndarray of ``size`` elements (+ ``STAGGER`` unused ones, see :mod:`kernels.solver_plan`).
+    """A zero-filled ndarray of ``size`` elements (+ ``STAGGER`` unused ones, see
+    :mod:`kernels.solver_plan`).
 
     With ``keep`` the array has exactly ``size`` elements (public arrays whose length is part
     of the API) and a small spacer allocation, appended to ``keep``, staggers the next one.
@@ -158,19 +155,27 @@ def _alloc(dtype, size: int, keep: list | None = None):
 
 
 class _Level:
-    """Arrays of one multigrid level (flat, padded C order)."""
+    """One multigrid level: its shape, its offset in the pools and the pool arrays.
 
-    def __init__(self, shape, dtype, factor, b=None, e=None):
+    Attributes ``gz, gy, gx, diag, inv_diag, b, e`` are the *pools* (shared by all levels);
+    this level's cell (z, y, x) sits at ``offset + nx*ny + (z*ny + y)*nx + x`` in them.
+    """
+
+    def __init__(self, shape, offset: int, factor, pools: dict):
         self.shape = shape
         self.n = int(np.prod(shape))
         self.pad = shape[1] * shape[2]
         self.size = padded_size(shape)
+        self.offset = offset
         self.factor = factor  # to the next coarser level, or None
-        # zero-filled: the padding planes must hold zeros (read by every stencil)
-        mk = lambda: _alloc(dtype, self.size)  # noqa: E731
-        self.gz, self.gy, self.gx, self.diag, self.inv_diag = mk(), mk(), mk(), mk(), mk()
-        self.b = b if b is not None else mk()
-        self.e = e if e is not None else mk()
+        for k, arr in pools.items():
+            setattr(self, k, arr)
+
+    def view(self, name: str) -> np.ndarray:
+        """This level's interior values of pool ``name`` as a (nz, ny, nx) numpy array (a copy)."""
+        arr = getattr(self, name).to_numpy()
+        lo = self.offset + self.pad
+        return arr[lo : lo + self.n].reshape(self.shape)
 
 
 @ti.data_oriented
@@ -187,7 +192,8 @@ class MultigridSolver:
         ``ti.f32`` (default) or ``ti.f64``: the type of every field. Norms and dot products
         always accumulate in float64, and the Newton iterate is float64.
     coarse_max : int
-        Coarsening stops at this many cells; that level is solved directly.
+        ``rows`` layout: coarsening stops at this many cells; that level is solved by a
+        banded Cholesky factorisation. The ``voxels`` layout coarsens to one cell.
     smoothing_sweeps : int
         Red-black Gauss-Seidel sweeps before and after each coarse correction (default 2).
     cycle : {"F", "V", "W"}
@@ -201,27 +207,45 @@ class MultigridSolver:
     field_residual : bool
         Default of :meth:`solve`'s ``field_residual``: whether every solve also reports the
         residual of the float32-rounded field (one more residual pass). The model turns it off.
+    layout : {"rows", "voxels"}, optional
+        Kernel layout (:mod:`kernels.solver_plan`): ``rows`` (one thread per (z, y) row,
+        banded coarsest solve) for CPUs, ``voxels`` (one thread per voxel, x fastest,
+        lane-tree reductions, hierarchy down to one cell) for GPUs. Default: ``voxels`` on a
+        GPU backend, else ``rows``. Passing ``voxels`` on the CPU runs the GPU code paths there
+        (tests cross-check the two layouts that way); it is a compile-time choice per kernel,
+        not global state.
+    check_every : int, optional
+        CG iterations launched between two reads of the device-side convergence flag
+        (default 1 on the CPU, where a read costs a few microseconds, and 4 on a GPU, where
+        it stalls the launch queue). Iterations launched after convergence do nothing, so
+        results and iteration counts do not depend on it; at most ``check_every - 1`` such
+        iterations are launched per CG solve (one per Newton step).
 
     Attributes
     ----------
-    D, a, vmax, s : Taichi ndarrays, 1-D of length nz*ny*nx (C order), dtype ``dtype``
+    D, a, vmax, s : ndarrays, 1-D of length nz*ny*nx (C order), dtype ``dtype``
         Finest-level coefficients: diffusivity [um^2/min], linear sink [1/min], Michaelis-
         Menten maximal rate [u/min], source [u/min]. Write them with
         :func:`kernels.transport.assemble_coefficients` or :meth:`set_coefficients`.
     levels : list
         The hierarchy (shapes in ``[lev.shape for lev in levels]``).
+    plan : kernels.solver_plan.SolverPlan
+        Layout, levels, pool offsets and every array size.
+    gpu_layout : bool
+        True for the ``voxels`` layout (the ``gpu`` argument of every kernel).
 
     Notes
     -----
     Memory: about 17 words per voxel on the finest grid (coefficients, conductances, CG
-    vectors, a float64 iterate) plus 1/7 of that for the coarse levels. Kernels take flat
-    ndarrays, so they compile once per process and dtype, whatever the grid.
+    vectors, a float64 iterate) plus 1/7 of that for the coarse levels
+    (:func:`kernels.solver_plan.solver_workspace_bytes`). Kernels take flat ndarrays, so they
+    compile once per process, dtype and layout, whatever the grid.
     """
 
     def __init__(
         self, shape, voxel_um: float, dtype=ti.f32, *,
         coarse_max: int = COARSE_MAX, smoothing_sweeps: int = 2, cycle: str = "F", pocket_max: int = 1000,
-        field_residual: bool = True,
+        field_residual: bool = True, layout: str | None = None, check_every: int | None = None,
     ):
         if len(shape) != 3 or min(shape) < 1:
             raise ValueError(f"shape must be 3 positive sizes, got {shape}")
@@ -233,6 +257,14 @@ class MultigridSolver:
             raise ValueError("smoothing_sweeps must be >= 1")
         if cycle not in ("V", "W", "F"):
             raise ValueError(f"cycle must be 'V', 'W' or 'F', got {cycle!r}")
+        if layout is None:
+            layout = "voxels" if is_gpu_arch() else "rows"
+        if layout not in LAYOUTS:
+            raise ValueError(f"layout must be one of {LAYOUTS}, got {layout!r}")
+        if check_every is None:
+            check_every = 4 if is_gpu_arch() else 1
+        if int(check_every) < 1:
+            raise ValueError(f"check_every must be >= 1, got {check_every}")
         self.cycle = cycle
         self.field_residual = bool(field_residual)
         self.shape = tuple(int(n) for n in shape)
@@ -240,26 +272,41 @@ class MultigridSolver:
         self.voxel_um = float(voxel_um)
         self.dtype = dtype
         self.smoothing_sweeps = int(smoothing_sweeps)
+        self.check_every = int(check_every)
+        self.plan = make_plan(self.shape, layout, coarse_max)
+        self.gpu_layout = layout == "voxels"
         self._pad = self.shape[1] * self.shape[2]
         size = padded_size(self.shape)
         self._spacers: list = []  # see _alloc: staggers the exact-length coefficient arrays
         self.D, self.a, self.vmax, self.s = (_alloc(dtype, self.n, self._spacers) for _ in range(4))
-        # CG vectors (padded); r is the finest multigrid right-hand side and z its result
-        self.r, self.z, self.p, self.q, self.dx = (_alloc(dtype, size) for _ in range(5))
+        self.p, self.q, self.dx = (_alloc(dtype, size) for _ in range(3))
         self.x64 = _alloc(ti.f64, size)
         self._uold = None  # allocated by the first backward Euler step
-        shapes, factors = hierarchy_shapes(self.shape, coarse_max)
-        self.levels = [_Level(shapes[0], dtype, factors[0] if factors else None, b=self.r, e=self.z)]
-        for i in range(1, len(shapes)):
-            self.levels.append(_Level(shapes[i], dtype, factors[i] if i < len(factors) else None))
-        # coarsest level: band ordering with the largest dimension slowest
-        self._band_strides, self._band = band_ordering(self.levels[-1].shape)
-        nc = self.levels[-1].n
-        self._L = ti.ndarray(ti.f64, shape=nc * (self._band + 1))
-        self._btmp = ti.ndarray(ti.f64, shape=nc)
-        self._part = ti.ndarray(ti.f64, shape=max(PART_COLUMNS * self.shape[0] * self.shape[1], PART_COLUMNS))
+        # pools of every level (zero-filled: the padding planes must hold zeros, read by every
+        # stencil); the finest level's b and e are CG's residual r and preconditioned residual z
+        pools = {k: _alloc(dtype, self.plan.pool_size - STAGGER)
+                 for k in ("gz", "gy", "gx", "diag", "inv_diag", "b", "e")}
+        self._pools = pools
+        self.r, self.z = pools["b"], pools["e"]
+        plan = self.plan
+        self.levels = [
+            _Level(s, plan.offsets[i], plan.factors[i] if i < len(plan.factors) else None, pools)
+            for i, s in enumerate(plan.shapes)
+        ]
+        self._meta = ti.ndarray(ti.i32, shape=plan.levels * META_FIELDS)
+        self._meta.from_numpy(np.array(plan.meta(), dtype=np.int32))
+        if not self.gpu_layout:
+            c = self.levels[-1]
+            self._L = ti.ndarray(ti.f64, shape=c.n * (plan.band + 1))
+            self._btmp = ti.ndarray(ti.f64, shape=c.n)
+        self._part = ti.ndarray(ti.f64, shape=plan.part_size)
         self._scal = ti.ndarray(ti.f64, shape=N_SCAL)
         self._scal.fill(0)
+        # The levels from plan.small down are visited by one launch per cycle, unrolled at
+        # compile time: at most MAX_FUSED_LEVELS of them (F: k(k+1)/2 visits of k levels; W:
+        # 2^k - 1, so at most 4 levels), the ones above are visited level by level.
+        most = MAX_FUSED_LEVELS if cycle != "W" else 4
+        self._fused_from = max(plan.small, plan.levels - most)
         self._nonlinear = False
         self._cold = False
         self._active_fingerprint = None  # forces the pocket search on the first solve
@@ -269,7 +316,7 @@ class MultigridSolver:
 
     def __repr__(self) -> str:
         lv = " -> ".join("x".join(map(str, lev.shape)) for lev in self.levels)
-        return f"MultigridSolver({lv}, h={self.voxel_um} um, {self.dtype}, band={self._band})"
+        return f"MultigridSolver({lv}, h={self.voxel_um} um, {self.dtype}, layout={self.plan.layout})"
 
     # ----------------------------------------------------------------------------- coefficients
 
@@ -305,25 +352,36 @@ class MultigridSolver:
         r = self.r.to_numpy()[self._pad : self._pad + self.n]
         return r.astype(np.float64).reshape(self.shape)
 
+    def sweep(self, level: int = 0) -> None:
+        """One red-black Gauss-Seidel sweep (both colours) on ``level`` with the current
+        operator and right-hand side: the smoother's unit of work, for benchmarks."""
+        gz, gy, gx, inv_diag, b, e = self._pool_args("gz", "gy", "gx", "inv_diag", "b", "e")
+        for color in (0, 1):
+            mg.smooth(gz, gy, gx, inv_diag, b, e, self._meta, level, color, self.gpu_layout)
+
     # ---------------------------------------------------------------------------------- helpers
+
+    def _pool_args(self, *names):
+        return tuple(self._pools[k] for k in names)
 
     def _prepare_operator(self) -> None:
         """Conductances of every level from D (once per solve: D may change between solves)."""
         nz, ny, nx = self.shape
-        l0 = self.levels[0]
-        T.face_conductances(
-            self.D, l0.gz, l0.gy, l0.gx, self._part, self._scal, S_FP, nz, ny, nx, 1.0 / self.voxel_um**2
-        )
-        for f, c in zip(self.levels[:-1], self.levels[1:]):
-            mg.coarsen_conductances(f.gz, f.gy, f.gx, c.gz, c.gy, c.gx, *f.shape, *c.shape, *f.factor)
-        fingerprint = float(self._scalars()[S_FP])
+        gz, gy, gx = self._pool_args("gz", "gy", "gx")
+        T.face_conductances(self.D, gz, gy, gx, self._part, self._scal, nz, ny, nx, 1.0 / self.voxel_um**2,
+                            self.gpu_layout)
+        for lev in range(len(self.levels) - 1):
+            mg.coarsen_conductances(gz, gy, gx, self._meta, lev, self.gpu_layout)
+        sc = self._scalars()
+        fingerprint = (float(sc[S_FP]), float(sc[S_FP2]))
         if fingerprint != self._active_fingerprint:
             self._find_pockets()
             self._active_fingerprint = fingerprint
 
     def _find_pockets(self) -> None:
         """Index the sealed pockets: active components other than the largest, of at most
-        ``pocket_max`` voxels, each solved by :func:`_pocket_solve` instead of the cycle.
+        ``pocket_max`` voxels, each solved by its own two-level cycle instead of the hierarchy
+        (:mod:`kernels.coarse_solve`).
 
         Host-side labelling (scipy, 6-connected), redone only when the active set changes.
         Voxel indices are grouped by pocket in increasing order, so the pocket sums are taken
@@ -350,46 +408,58 @@ class MultigridSolver:
         vox, lab = vox[order], lab[order]
         _, starts = np.unique(lab, return_index=True)
         offsets = np.append(starts, vox.size).astype(np.int32)
-        self._pocket_idx = ti.ndarray(ti.i32, shape=vox.size)
-        self._pocket_idx.from_numpy((vox + self._pad).astype(np.int32))
-        self._pocket_off = ti.ndarray(ti.i32, shape=offsets.size)
-        self._pocket_off.from_numpy(offsets)
+        self._pocket_idx = self._i32_array((vox + self._pad).astype(np.int32))
+        self._pocket_off = self._i32_array(offsets)
         self._n_pockets = int(offsets.size - 1)
+        if self.gpu_layout:
+            # the batched (red-black) pocket kernel: pocket of each entry; red voxels, then black
+            pid = np.repeat(np.arange(self._n_pockets, dtype=np.int32), np.diff(offsets))
+            nz, ny, nx = self.shape
+            z, rem = np.divmod(vox, ny * nx)
+            y, x = np.divmod(rem, nx)
+            red = (z + y + x) % 2 == 0
+            self._pocket_pid = self._i32_array(pid)
+            self._pocket_col = self._i32_array(np.concatenate([vox[red], vox[~red]]).astype(np.int32) + self._pad)
+            self._pocket_nred = int(np.count_nonzero(red))
+            self._pocket_corr = ti.ndarray(ti.f64, shape=self._n_pockets)
+
+    @staticmethod
+    def _i32_array(values: np.ndarray):
+        arr = ti.ndarray(ti.i32, shape=max(int(values.size), 1))
+        if values.size:
+            arr.from_numpy(np.ascontiguousarray(values, dtype=np.int32))
+        return arr
 
     def _prepare_coarse(self) -> None:
         """Coarse diagonals from the current finest Newton diagonal; refactor the coarsest."""
+        gz, gy, gx, diag, inv_diag = self._pool_args("gz", "gy", "gx", "diag", "inv_diag")
         if self._n_pockets:
-            cs.mask_pockets(self.levels[0].inv_diag, self._pocket_idx, int(self._pocket_idx.shape[0]))
-        for f, c in zip(self.levels[:-1], self.levels[1:]):
-            mg.coarsen_diag(
-                f.diag, f.inv_diag, f.gz, f.gy, f.gx, c.diag, c.inv_diag, c.gz, c.gy, c.gx,
-                *f.shape, *c.shape, *f.factor,
-            )
-        lc = self.levels[-1]
-        cs.band_factor(lc.diag, lc.gz, lc.gy, lc.gx, self._L, *lc.shape, *self._band_strides, self._band)
+            cs.mask_pockets(inv_diag, self._pocket_idx, int(self._pocket_idx.shape[0]))
+        for lev in range(len(self.levels) - 1):
+            mg.coarsen_diag(gz, gy, gx, diag, inv_diag, self._meta, lev, self.gpu_layout)
+        if not self.gpu_layout:
+            cs.band_factor(gz, gy, gx, diag, self._L, self._meta, len(self.levels) - 1)
 
     def _cycle(self, level: int = 0, kind: str = "V", zero_guess: bool = True) -> None:
         """Improve e towards A^{-1} b on ``level`` by one multigrid cycle (e = 0 first if asked).
 
         Pre-smoothing sweeps (red, black), post-smoothing (black, red): each cycle is its own
         adjoint, so the preconditioner is symmetric as CG needs. ``kind`` "V" visits the
-        coarser level once, "W" twice, "F" once as F then once as V.
+        coarser level once, "W" twice, "F" once as F then once as V. From the first small
+        level down, the rest of the cycle is one launch of ``cycle_levels``.
         """
-        lev = self.levels[level]
-        if level == len(self.levels) - 1:
-            if zero_guess:  # a second visit would find e already exact
-                cs.band_solve(
-                    self._L, lev.b, lev.e, lev.diag, self._btmp, *lev.shape, *self._band_strides, self._band
-                )
+        pools = self._pool_args("gz", "gy", "gx", "diag", "inv_diag", "b", "e")
+        last = len(self.levels) - 1
+        if level >= self._fused_from:
+            if level < last or zero_guess:  # a second visit of the coarsest finds e exact
+                L, btmp = (self._part, self._part) if self.gpu_layout else (self._L, self._btmp)
+                mg.cycle_levels(*pools, self._meta, L, btmp, self._scal, level, last - level, mg.CYCLE_CODES[kind],
+                                bool(zero_guess), self.smoothing_sweeps, self.gpu_layout)
             return
-        g = (lev.gz, lev.gy, lev.gx)
-        nxt = self.levels[level + 1]
-        fz, fy, fx = lev.factor
+        gz, gy, gx, diag, inv_diag, b, e = pools
         sweeps = self.smoothing_sweeps
-        mg.presmooth_restrict(
-            lev.b, lev.diag, lev.inv_diag, *g, lev.e, nxt.b, *lev.shape, *nxt.shape, fz, fy, fx - 1,
-            bool(zero_guess), sweeps,
-        )
+        mg.presmooth_restrict(gz, gy, gx, diag, inv_diag, b, e, self._meta, self._scal, level, bool(zero_guess),
+                              sweeps, self.gpu_layout)
         if kind == "V":
             self._cycle(level + 1, "V", True)
         elif kind == "W":
@@ -398,10 +468,7 @@ class MultigridSolver:
         else:
             self._cycle(level + 1, "F", True)
             self._cycle(level + 1, "V", False)
-        mg.prolong_postsmooth(
-            lev.b, lev.inv_diag, *g, lev.e, nxt.e, *lev.shape, nxt.shape[1], nxt.shape[2], fz - 1, fy - 1, fx - 1,
-            sweeps,
-        )
+        mg.prolong_postsmooth(gz, gy, gx, inv_diag, b, e, self._meta, self._scal, level, sweeps, self.gpu_layout)
 
     def _scalars(self) -> np.ndarray:
         return self._scal.to_numpy()
@@ -411,11 +478,11 @@ class MultigridSolver:
 
         Returns ``(||F||, ||s_eff||, ||F / diag|| / ||x||)``; the last is 0 when x = 0.
         """
-        l0 = self.levels[0]
+        gz, gy, gx, diag, inv_diag = self._pool_args("gz", "gy", "gx", "diag", "inv_diag")
         uold = self._uold if inv_dt != 0 else self.s
         T.residual_jacobian(
-            self.x64, uold, self.D, self.a, self.vmax, self.s, l0.gz, l0.gy, l0.gx, float(km), float(inv_dt),
-            int(zero_order), self.r, l0.diag, l0.inv_diag, self._part, self._scal, *self.shape,
+            self.x64, uold, self.D, self.a, self.vmax, self.s, gz, gy, gx, float(km), float(inv_dt),
+            int(zero_order), self.r, diag, inv_diag, self._part, self._scal, *self.shape, self.gpu_layout,
         )
         sc = self._scalars()
         self._nonlinear = bool(sc[S_VM] > 0)
@@ -424,44 +491,55 @@ class MultigridSolver:
         scaled = math.sqrt(max(sc[S_JJ], 0.0)) / xnorm if xnorm > 0 else 0.0
         return math.sqrt(max(sc[S_FF], 0.0)), math.sqrt(max(sc[S_SS], 0.0)), scaled
 
-    def _pcg(self, target: float, max_it: int) -> tuple[int, float]:
-        """CG on J dx = r (r holds F) until ||r|| <= target; returns (iterations, ||r||)."""
-        l0 = self.levels[0]
-        shp = self.shape
-        self.dx.fill(0)
-        rnorm = math.inf
-        it = 0
-        while it < max_it:
-            self._cycle(0, self.cycle, True)
-            if self._n_pockets:
-                cs.pocket_solve(
-                    self.r, self.z, l0.diag, l0.gz, l0.gy, l0.gx, self._pocket_idx, self._pocket_off,
-                    self._n_pockets, cs.POCKET_SWEEPS, *shp,
-                )
-            kr.cg_step(
-                self.r, self.z, self.p, self.q, self.dx, l0.diag, l0.gz, l0.gy, l0.gx, self._part, self._scal,
-                1 if it == 0 else 0, *shp,
+    def _pocket_solve(self) -> None:
+        gz, gy, gx, diag = self._pool_args("gz", "gy", "gx", "diag")
+        if self.gpu_layout:
+            cs.pocket_solve_batched(
+                self.r, self.z, diag, gz, gy, gx, self._pocket_idx, self._pocket_off, self._pocket_pid,
+                self._pocket_col, self._pocket_corr, self._scal, self._n_pockets, self._pocket_nred,
+                cs.POCKET_SWEEPS, *self.shape,
             )
-            it += 1
+        else:
+            cs.pocket_solve(
+                self.r, self.z, diag, gz, gy, gx, self._pocket_idx, self._pocket_off, self._scal, self._n_pockets,
+                cs.POCKET_SWEEPS, *self.shape,
+            )
+
+    def _pcg(self, target: float, max_it: int) -> tuple[int, float]:
+        """CG on J dx = r (r holds F) until ||r|| <= target; returns (iterations, ||r||).
+
+        The stopping test runs on the device (:func:`kernels.krylov.cg_step`); the host
+        launches ``check_every`` iterations at a time and reads the flag after each batch.
+        """
+        gz, gy, gx, diag = self._pool_args("gz", "gy", "gx", "diag")
+        kr.cg_begin(self.dx, self._scal, float(target), float(max_it))
+        launched = 0
+        while True:
+            for _ in range(min(self.check_every, max_it - launched)):
+                self._cycle(0, self.cycle, True)
+                if self._n_pockets:
+                    self._pocket_solve()
+                kr.cg_step(self.r, self.z, self.p, self.q, self.dx, diag, gz, gy, gx, self._part, self._scal,
+                           *self.shape, self.gpu_layout)
+                launched += 1
             sc = self._scalars()
-            rnorm = math.sqrt(max(sc[S_RR], 0.0))
-            if not (sc[S_PQ] > 0 and math.isfinite(rnorm)) or rnorm <= target:
+            if sc[C_LIVE] == 0 or launched >= max_it:
                 break
-        return it, rnorm
+        return int(sc[C_IT]), math.sqrt(max(sc[S_RR], 0.0))
 
     def _load(self, u) -> None:
         if tuple(u.shape) != self.shape:
             raise ValueError(f"u has shape {tuple(u.shape)}, expected {self.shape}")
         if isinstance(u, ti.Field):
-            kr.load_from_field(u, self.x64, self.D)
+            kr.load_from_field(u, self.x64, self.D, self.gpu_layout)
         else:
-            kr.load_from_array(u, self.x64, self.D)
+            kr.load_from_array(u, self.x64, self.D, self.gpu_layout)
 
     def _store(self, u) -> None:
         if isinstance(u, ti.Field):
-            kr.store_to_field(self.x64, u)
+            kr.store_to_field(self.x64, u, self.gpu_layout)
         else:
-            kr.store_to_array(self.x64, u)
+            kr.store_to_array(self.x64, u, self.gpu_layout)
 
     # ------------------------------------------------------------------------------------ solve
 
