@@ -57,8 +57,9 @@ def _best_time(fn, repeats: int) -> float:
 
 def bandwidth(n: int) -> dict:
     """Effective bandwidths (GB/s) of copies, stencils and the solver's sweeps on n^3 float32."""
-    from marrow3d.kernels import multigrid as mg
     from marrow3d.kernels import transport as T
+    from marrow3d.kernels.solver_plan import S_PQ
+    from marrow3d.transport_solver import MultigridSolver
     from marrow3d.kernels import transport_reference as R
     from marrow3d.kernels.ti_compat import ti
 
@@ -90,7 +91,7 @@ def bandwidth(n: int) -> dict:
     out["taichi_naive_jacobi_GBps"] = 8 * nvox / t / 1e9
 
     # the solver's own passes on a realistic problem
-    solver = mg.MultigridSolver((n, n, n), 10.0, dtype=ti.f32)
+    solver = MultigridSolver((n, n, n), 10.0, dtype=ti.f32)
     tissue, cells, integ = R.synthetic_marrow((n, n, n), seed=1)
     T.assemble_coefficients(tissue, cells, integ, R.oxygen_tables(), solver.D, solver.a, solver.vmax, solver.s)
     solver.solve(np.zeros((n, n, n), np.float32), 1.0)  # fills conductances and diagonals
@@ -98,8 +99,7 @@ def bandwidth(n: int) -> dict:
     g = (l0.gz, l0.gy, l0.gx)
 
     def rbgs():
-        mg._smooth(l0.b, l0.inv_diag, *g, l0.e, 0, n, n, n)
-        mg._smooth(l0.b, l0.inv_diag, *g, l0.e, 1, n, n, n)
+        solver.sweep(0)
         ti.sync()
 
     t = _best_time(rbgs, 5)
@@ -107,7 +107,8 @@ def bandwidth(n: int) -> dict:
     out["rbgs_sweep_GBps"] = 28 * nvox / t / 1e9  # b, 1/diag, gx, gy, gz, e read + e written
 
     def matvec():
-        T.apply_operator(solver.p, solver.q, l0.diag, *g, solver._part, solver._scal, mg.S_PQ, n, n, n)
+        T.apply_operator(solver.p, solver.q, l0.diag, *g, solver._part, solver._scal, S_PQ, n, n, n,
+                         solver.gpu_layout)
         ti.sync()
 
     t = _best_time(matvec, 5)
@@ -219,7 +220,7 @@ def solve_case(n: int, field: str, problem: str = "box", seed: int = 3, repeats:
     """Cold and warm solve times on an n^3 domain (best of ``repeats``)."""
     from marrow3d.kernels import transport as T
     from marrow3d.kernels import transport_reference as R
-    from marrow3d.kernels.multigrid import MultigridSolver, hierarchy_shapes
+    from marrow3d.transport_solver import MultigridSolver, hierarchy_shapes
     from marrow3d.kernels.ti_compat import ti
 
     shape = (n, n, n)
@@ -269,7 +270,7 @@ def explicit_case(n: int, tol: float, max_seconds: float) -> dict:
     """Forward-Euler time marching of the O2 problem to steady state, against multigrid."""
     from marrow3d.kernels import transport as T
     from marrow3d.kernels import transport_reference as R
-    from marrow3d.kernels.multigrid import MultigridSolver
+    from marrow3d.transport_solver import MultigridSolver
     from marrow3d.kernels.ti_compat import ti
 
     shape = (n, n, n)

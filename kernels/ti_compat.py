@@ -11,17 +11,26 @@ under the name the kernel code has always used. This module never calls ``ti.ini
 happens once, at an entry point (``marrow3d.backend.initialize``) or in a test fixture.
 
 Importing it keeps the library quiet: the version banner quadrants prints on import is
-switched off (``ENABLE_QUADRANTS_HEADER_PRINT``; a value the user already set wins).
+switched off (``ENABLE_QUADRANTS_HEADER_PRINT``; a value the user already set wins), and so is
+the ``[PURE.VIOLATION]`` warning the compiler gives when a ``fastcache`` kernel reads a module
+constant (slot numbers, lane counts, table offsets). Its fast cache skips re-parsing a kernel
+by hashing the source of the kernel's functions only, so a changed constant alone would serve
+stale code; marrow3d's kernel cache therefore lives in a folder named after a hash of every
+kernel module's source, constants included (:func:`marrow3d.backend.kernel_cache_dir`), and
+the warning has nothing left to warn about.
 """
 
 from __future__ import annotations
 
 import os
+import warnings
 
 # The banner is printed at import time, so this must be set before the import.
 os.environ.setdefault("ENABLE_QUADRANTS_HEADER_PRINT", "False")
 
 import quadrants as ti  # noqa: E402
+
+warnings.filterwarnings("ignore", message=r"\[PURE\.VIOLATION\]", category=UserWarning)
 
 __all__ = [
     "ti",

@@ -15,23 +15,27 @@ This module holds
 * the coefficient *assembly* from the compact model state (tissue, cells, vessel integrity)
   and a small packed table per field (:class:`CoefficientTables`), so all fields share one
   kernel;
-* the operator pieces used by :mod:`kernels.multigrid`: face conductances, the nonlinear
+* the operator pieces used by the solver's kernels: face conductances, the nonlinear
   residual with its Newton diagonal, and the linearised operator applied to a vector;
 * the mass-balance totals (vessel supply, uptake, decay, secretion) in float64.
 
 Array conventions: coefficient arrays (``D, a, vmax, s``) are 1-D Taichi ndarrays of length
 ``nz*ny*nx`` in C order (voxel ``(z, y, x)`` at ``(z*ny + y)*nx + x``); the solver's internal
 arrays (conductances, diagonals, iterates) are *padded* with one zero plane before and after
-(:func:`padded_size`). 1-D ndarrays with explicit index arithmetic compile once per process
+(:func:`kernels.solver_plan.padded_size`). 1-D ndarrays with explicit index arithmetic compile once per process
 for every grid and level and run as fast as dense fields on the CPU (3-D ndarrays with
 runtime strides were 3x slower in our measurements; dense fields recompile every kernel for
 every new field, about 0.1 s each). Model-state inputs may be 3-D Taichi fields or 3-D numpy
 arrays / Taichi ndarrays.
 
-Loops run in parallel over ``(z, y)`` rows with a serial inner ``x`` loop: LLVM then
-strength-reduces the indexing and the boundary tests, about 2.5x faster than a flat 3-D
-parallel loop on the CPU. Reductions go through one float64 partial per row, summed in a
-fixed order, so results are bitwise reproducible run to run (no floating-point atomics).
+Layouts (the ``gpu`` template argument, a compile-time choice; :mod:`kernels.solver_plan`):
+on a CPU loops run in parallel over ``(z, y)`` rows with a serial inner ``x`` loop (LLVM then
+strength-reduces the indexing and the boundary tests, about 2.5x faster than a flat 3-D loop
+there); on a GPU one thread takes one voxel, x fastest, so neighbouring threads read
+neighbouring addresses. Every voxel's arithmetic is the same in both, so the arrays written
+are bitwise identical. Reductions accumulate float64 partials per row or per lane and sum
+them in a fixed order (:mod:`kernels.reductions`): reproducible run to run, no
+floating-point atomics.
 """
 
 # No `from __future__ import annotations`: Taichi reads kernel annotations as objects.
@@ -39,7 +43,9 @@ fixed order, so results are bitwise reproducible run to run (no floating-point a
 import numpy as np
 
 from .codes import MARROW, N_CELL_TYPES, N_TISSUE, VESSEL_CLASS_OF_TISSUE
-from .ti_compat import ti
+from .reductions import finish_sum, lane_count, voxel_hash
+from .solver_plan import S_FF, S_FP
+from .ti_compat import is_gpu_arch, ti
 from .transport_reference import CoefficientTables
 
 __all__ = [
@@ -52,10 +58,8 @@ __all__ = [
     "face_conductances",
     "residual_jacobian",
     "apply_operator",
-    "finish_sum",
     "neighbor_sum",
     "conductance_sum",
-    "padded_size",
     "ND1",
     "ND1_F64",
 ]
@@ -75,10 +79,6 @@ TABLE_SIZE = T_FLOOR + 1
 ND1 = ti.types.ndarray(ndim=1)  # any dtype: instantiated per dtype, shared by every grid
 ND1_F64 = ti.types.ndarray(dtype=ti.f64, ndim=1)
 ND3 = ti.types.ndarray(ndim=3)
-
-# Slots of the float64 scalar register array shared by the solver kernels.
-S_FF = 0  # ||F||^2 of the residual kernel
-S_SS = 1  # ||s_eff||^2 (scale of the relative residual)
 
 
 def pack_tables(tables: CoefficientTables) -> np.ndarray:
@@ -160,58 +160,51 @@ def _voxel_coefficients(t_raw, c_raw, integ_raw, tab: ti.template()):
     return d, a, vm, s
 
 
+@ti.func
+def _assemble_voxel(tissue: ti.template(), cells: ti.template(), integrity: ti.template(), override: ti.template(),
+                    use_override: ti.template(), tab: ti.template(), D: ti.template(), a: ti.template(),
+                    vmax: ti.template(), s: ti.template(), z, y, x, p):
+    dt = D.get_type().element_type
+    d, aa, vm, ss = _voxel_coefficients(tissue[z, y, x], cells[z, y, x], integrity[z, y, x], tab)
+    if ti.static(use_override):
+        d = ti.cast(override[z, y, x], ti.f64)
+    D[p] = ti.cast(d, dt)
+    a[p] = ti.cast(aa, dt)
+    vmax[p] = ti.cast(vm, dt)
+    s[p] = ti.cast(ss, dt)
+
+
+@ti.func
+def _assemble_loop(tissue: ti.template(), cells: ti.template(), integrity: ti.template(), override: ti.template(),
+                   use_override: ti.template(), tab: ti.template(), D: ti.template(), a: ti.template(),
+                   vmax: ti.template(), s: ti.template(), nz, ny, nx, gpu: ti.template()):
+    if ti.static(gpu):  # one thread per voxel, x fastest
+        for z, y, x in ti.ndrange(nz, ny, nx):
+            _assemble_voxel(tissue, cells, integrity, override, use_override, tab, D, a, vmax, s, z, y, x,
+                            (z * ny + y) * nx + x)
+    else:  # one thread per (z, y) row
+        for z, y in ti.ndrange(nz, ny):
+            for x in range(nx):
+                _assemble_voxel(tissue, cells, integrity, override, use_override, tab, D, a, vmax, s, z, y, x,
+                                (z * ny + y) * nx + x)
+
+
 @ti.kernel
 def _assemble_fields(
-    tissue: ti.template(),
-    cells: ti.template(),
-    integrity: ti.template(),
-    override: ti.template(),
-    use_override: ti.template(),
-    tab: ND1_F64,
-    D: ND1,
-    a: ND1,
-    vmax: ND1,
-    s: ND1,
-    dt: ti.template(),
+    tissue: ti.template(), cells: ti.template(), integrity: ti.template(), override: ti.template(),
+    use_override: ti.template(), tab: ND1_F64, D: ND1, a: ND1, vmax: ND1, s: ND1, gpu: ti.template(),
 ):
     nz, ny, nx = tissue.shape
-    for z, y in ti.ndrange(nz, ny):
-        for x in range(nx):
-            p = (z * ny + y) * nx + x
-            d, aa, vm, ss = _voxel_coefficients(tissue[z, y, x], cells[z, y, x], integrity[z, y, x], tab)
-            if ti.static(use_override):
-                d = ti.cast(override[z, y, x], ti.f64)
-            D[p] = ti.cast(d, dt)
-            a[p] = ti.cast(aa, dt)
-            vmax[p] = ti.cast(vm, dt)
-            s[p] = ti.cast(ss, dt)
+    _assemble_loop(tissue, cells, integrity, override, use_override, tab, D, a, vmax, s, nz, ny, nx, gpu)
 
 
-@ti.kernel
+@ti.kernel(fastcache=True)
 def _assemble_arrays(
-    tissue: ND3,
-    cells: ND3,
-    integrity: ND3,
-    override: ND3,
-    use_override: ti.template(),
-    tab: ND1_F64,
-    D: ND1,
-    a: ND1,
-    vmax: ND1,
-    s: ND1,
-    dt: ti.template(),
+    tissue: ND3, cells: ND3, integrity: ND3, override: ND3, use_override: ti.template(), tab: ND1_F64,
+    D: ND1, a: ND1, vmax: ND1, s: ND1, gpu: ti.template(),
 ):
     nz, ny, nx = tissue.shape[0], tissue.shape[1], tissue.shape[2]
-    for z, y in ti.ndrange(nz, ny):
-        for x in range(nx):
-            p = (z * ny + y) * nx + x
-            d, aa, vm, ss = _voxel_coefficients(tissue[z, y, x], cells[z, y, x], integrity[z, y, x], tab)
-            if ti.static(use_override):
-                d = ti.cast(override[z, y, x], ti.f64)
-            D[p] = ti.cast(d, dt)
-            a[p] = ti.cast(aa, dt)
-            vmax[p] = ti.cast(vm, dt)
-            s[p] = ti.cast(ss, dt)
+    _assemble_loop(tissue, cells, integrity, override, use_override, tab, D, a, vmax, s, nz, ny, nx, gpu)
 
 
 def _is_field(obj) -> bool:
@@ -223,7 +216,8 @@ def _check_shape(name, arr, shape):
         raise ValueError(f"{name} has shape {tuple(arr.shape)}, expected {tuple(shape)}")
 
 
-def assemble_coefficients(tissue, cells, integrity, tables, D, a, vmax, s, diffusivity_override=None):
+def assemble_coefficients(tissue, cells, integrity, tables, D, a, vmax, s, diffusivity_override=None, *,
+                          gpu: bool | None = None):
     """Write the per-voxel coefficients of one field from the compact model state.
 
     ``a = decay[tissue] + E + uptake[cell]``, ``vmax = vmax[cell]``,
@@ -243,6 +237,9 @@ def assemble_coefficients(tissue, cells, integrity, tables, D, a, vmax, s, diffu
         ``MultigridSolver.D`` etc. Outputs: D [um^2/min], a [1/min], vmax [u/min], s [u/min].
     diffusivity_override : same kind as tissue, optional
         Per-voxel D [um^2/min] replacing the per-tissue table (e.g. an imaging-derived map).
+    gpu : bool, optional
+        Kernel layout: one thread per voxel (True) or per (z, y) row (False); the result is
+        the same. Default: the layout of the initialised backend (:func:`kernels.ti_compat.is_gpu_arch`).
     """
     shape = tuple(tissue.shape)
     for name, arr in (("cells", cells), ("integrity", integrity)):
@@ -252,6 +249,7 @@ def assemble_coefficients(tissue, cells, integrity, tables, D, a, vmax, s, diffu
         if tuple(arr.shape) != (n,):
             raise ValueError(f"{name} must be a 1-D ndarray of length {n}, got shape {tuple(arr.shape)}")
     tab = upload_tables(tables) if isinstance(tables, CoefficientTables) else tables
+    gpu = is_gpu_arch() if gpu is None else bool(gpu)
     use = diffusivity_override is not None
     if use:
         _check_shape("diffusivity_override", diffusivity_override, shape)
@@ -259,10 +257,10 @@ def assemble_coefficients(tissue, cells, integrity, tables, D, a, vmax, s, diffu
     if _is_field(tissue):
         if not (_is_field(cells) and _is_field(integrity) and _is_field(over)):
             raise TypeError("tissue, cells, integrity and the override must all be fields or all arrays")
-        _assemble_fields(tissue, cells, integrity, over, use, tab, D, a, vmax, s, D.dtype)
+        _assemble_fields(tissue, cells, integrity, over, use, tab, D, a, vmax, s, gpu)
     else:
         arrs = [np.ascontiguousarray(v) if isinstance(v, np.ndarray) else v for v in (tissue, cells, integrity, over)]
-        _assemble_arrays(*arrs, use, tab, D, a, vmax, s, D.dtype)
+        _assemble_arrays(*arrs, use, tab, D, a, vmax, s, gpu)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -376,20 +374,8 @@ def balance_totals(u, tissue, cells, integrity, tables, D, km, voxel_um) -> dict
 
 
 # ---------------------------------------------------------------------------------------------
-# Operator (solver arrays: padded layout, see ``padded_size``)
+# Operator (solver arrays: padded layout, see ``kernels.solver_plan.padded_size``)
 # ---------------------------------------------------------------------------------------------
-
-
-def padded_size(shape) -> int:
-    """Length of a padded solver array for grid ``shape``: one zero plane before and after.
-
-    Voxel ``(z, y, x)`` lives at ``nx*ny + (z*ny + y)*nx + x``. Face conductances are 0 on
-    the last plane/row/column in each direction, so with the zero padding every 7-point
-    stencil read is in bounds and boundary faces contribute exactly 0: the stencil loops need
-    no boundary branches (and LLVM vectorises them).
-    """
-    nz, ny, nx = shape
-    return (nz + 2) * ny * nx
 
 
 @ti.func
@@ -423,70 +409,137 @@ def _harmonic(d1, d2, inv_h2):
     return g
 
 
-@ti.kernel
+@ti.func
+def _face_voxel(D: ti.template(), gz: ti.template(), gy: ti.template(), gx: ti.template(), z, y, x, nz, ny, nx,
+                inv_h2):
+    """Faces of voxel (z, y, x) towards +x, +y, +z; returns its two fingerprint hashes (0 if inactive)."""
+    dt = gx.get_type().element_type
+    sy = nx
+    sz = nx * ny
+    p = (z * ny + y) * nx + x
+    d = ti.cast(D[p], ti.f64)
+    h0 = ti.cast(0.0, ti.f64)
+    h1 = ti.cast(0.0, ti.f64)
+    if d > 0:
+        h0 = voxel_hash(p, 0)
+        h1 = voxel_hash(p, 1)
+    g0 = ti.cast(0.0, ti.f64)
+    g1 = ti.cast(0.0, ti.f64)
+    g2 = ti.cast(0.0, ti.f64)
+    if x < nx - 1:
+        g0 = _harmonic(d, ti.cast(D[p + 1], ti.f64), inv_h2)
+    if y < ny - 1:
+        g1 = _harmonic(d, ti.cast(D[p + sy], ti.f64), inv_h2)
+    if z < nz - 1:
+        g2 = _harmonic(d, ti.cast(D[p + sz], ti.f64), inv_h2)
+    gx[p + sz] = ti.cast(g0, dt)
+    gy[p + sz] = ti.cast(g1, dt)
+    gz[p + sz] = ti.cast(g2, dt)
+    return h0, h1
+
+
+@ti.kernel(fastcache=True)
 def face_conductances(
-    D: ND1, gz: ND1, gy: ND1, gx: ND1, part: ND1_F64, scal: ND1_F64, slot: ti.i32,
-    nz: ti.i32, ny: ti.i32, nx: ti.i32, inv_h2: ti.f64, dt: ti.template(),
+    D: ND1, gz: ND1, gy: ND1, gx: ND1, part: ND1_F64, scal: ND1_F64,
+    nz: ti.i32, ny: ti.i32, nx: ti.i32, inv_h2: ti.f64, gpu: ti.template(),
 ):
-    """Face conductances g = harmonic mean of D / h^2 [1/min] into padded arrays.
+    """Face conductances g = harmonic mean of D / h^2 [1/min] into padded arrays (offset 0).
 
     ``g*[p]`` is the face p -> p + e; the face past the last plane in each direction is 0
     (no-flux boundary), as is any face touching a voxel with D = 0. Computed in float64 and
     rounded once to the array dtype. ``D`` is unpadded.
 
-    Also writes ``scal[slot]``, a fingerprint of the active set (``D > 0``): the sum of a
-    pseudo-random weight in [1, 2) over active voxels, so the solver notices when the
-    connectivity changed (any change of the set alters it, barring a freak cancellation).
+    Also writes ``scal[S_FP]`` and ``scal[S_FP2]``, a fingerprint of the active set
+    (``D > 0``): two sums of 20-bit hashes of the active voxels' indices, exact integers
+    (the same in both layouts), so the solver notices when the connectivity changed.
     """
-    sy = nx
-    sz = nx * ny
-    for z, y in ti.ndrange(nz, ny):
-        fp = ti.cast(0.0, ti.f64)
-        for x in range(nx):
-            p = (z * ny + y) * nx + x
-            d = ti.cast(D[p], ti.f64)
-            if d > 0:
-                w = ti.cast(p + 1, ti.f64) * 0.6180339887498949  # golden-ratio sequence
-                fp += 1.0 + (w - ti.floor(w))
-            g0 = ti.cast(0.0, ti.f64)
-            g1 = ti.cast(0.0, ti.f64)
-            g2 = ti.cast(0.0, ti.f64)
-            if x < nx - 1:
-                g0 = _harmonic(d, ti.cast(D[p + 1], ti.f64), inv_h2)
-            if y < ny - 1:
-                g1 = _harmonic(d, ti.cast(D[p + sy], ti.f64), inv_h2)
-            if z < nz - 1:
-                g2 = _harmonic(d, ti.cast(D[p + sz], ti.f64), inv_h2)
-            gx[p + sz] = ti.cast(g0, dt)
-            gy[p + sz] = ti.cast(g1, dt)
-            gz[p + sz] = ti.cast(g2, dt)
-        part[z * ny + y] = fp
-    finish_sum(part, nz * ny, 1, scal, slot)
+    if ti.static(gpu):
+        n = nz * ny * nx
+        nl = lane_count(n)
+        for t in range(nl):
+            f0 = ti.cast(0.0, ti.f64)
+            f1 = ti.cast(0.0, ti.f64)
+            for j in range((n - t + nl - 1) // nl):
+                i = t + j * nl
+                x = i % nx
+                y = (i // nx) % ny
+                z = i // (nx * ny)
+                h0, h1 = _face_voxel(D, gz, gy, gx, z, y, x, nz, ny, nx, inv_h2)
+                f0 += h0
+                f1 += h1
+            part[2 * t] = f0
+            part[2 * t + 1] = f1
+        finish_sum(part, nl, 2, scal, S_FP, True, 1)
+    else:
+        for z, y in ti.ndrange(nz, ny):
+            f0 = ti.cast(0.0, ti.f64)
+            f1 = ti.cast(0.0, ti.f64)
+            for x in range(nx):
+                h0, h1 = _face_voxel(D, gz, gy, gx, z, y, x, nz, ny, nx, inv_h2)
+                f0 += h0
+                f1 += h1
+            part[2 * (z * ny + y)] = f0
+            part[2 * (z * ny + y) + 1] = f1
+        finish_sum(part, nz * ny, 2, scal, S_FP, False, 1)
 
 
-@ti.kernel
+@ti.func
+def _residual_voxel(
+    x64: ti.template(), uold: ti.template(), D: ti.template(), a: ti.template(), vmax: ti.template(),
+    s: ti.template(), gz: ti.template(), gy: ti.template(), gx: ti.template(), km, inv_dt, zero_order,
+    r: ti.template(), diag: ti.template(), inv_diag: ti.template(), p, sy, sz,
+):
+    """F, the Newton diagonal and its inverse at voxel p (unpadded index) into r, diag, inv_diag.
+
+    Returns the voxel's contributions to ||F||^2, ||s_eff||^2, sum vmax, ||x||^2 and
+    ||F/diag||^2 (all 0 for an inactive voxel).
+    """
+    dt = r.get_type().element_type
+    pp = p + sz
+    f = ti.cast(0.0, ti.f64)
+    dg = ti.cast(0.0, ti.f64)
+    idg = ti.cast(0.0, ti.f64)
+    c_ff = ti.cast(0.0, ti.f64)
+    c_ss = ti.cast(0.0, ti.f64)
+    c_vs = ti.cast(0.0, ti.f64)
+    c_xx = ti.cast(0.0, ti.f64)
+    c_jj = ti.cast(0.0, ti.f64)
+    if D[p] > 0:
+        up = x64[pp]
+        src = ti.cast(s[p], ti.f64)
+        if inv_dt != 0:
+            src += inv_dt * ti.cast(uold[p], ti.f64)
+        flux = neighbor_sum(x64, gz, gy, gx, pp, sy, sz)
+        gsum = ti.cast(conductance_sum(gz, gy, gx, pp, sy, sz), ti.f64)
+        lin = ti.cast(a[p], ti.f64) + inv_dt
+        vm = ti.cast(vmax[p], ti.f64)
+        inv_den = 1.0 / (km + up)  # one division serves the rate and its slope
+        mm = vm * up * inv_den
+        dmm = vm * km * inv_den * inv_den
+        if zero_order != 0:
+            mm = vm
+            dmm = 0.0
+        f = flux - gsum * up - lin * up - mm + src
+        dg = gsum + lin + dmm
+        if dg > 0:  # 0 only for an isolated voxel with no sink: left out like D = 0
+            idg = 1.0 / dg
+        c_ff = f * f
+        c_ss = src * src
+        c_vs = vm
+        c_xx = up * up
+        jf = f * idg
+        c_jj = jf * jf
+    r[pp] = ti.cast(f, dt)
+    diag[pp] = ti.cast(dg, dt)
+    inv_diag[pp] = ti.cast(idg, dt)
+    return c_ff, c_ss, c_vs, c_xx, c_jj
+
+
+@ti.kernel(fastcache=True)
 def residual_jacobian(
-    x64: ND1_F64,
-    uold: ND1,
-    D: ND1,
-    a: ND1,
-    vmax: ND1,
-    s: ND1,
-    gz: ND1,
-    gy: ND1,
-    gx: ND1,
-    km: ti.f64,
-    inv_dt: ti.f64,
-    zero_order: ti.i32,
-    r: ND1,
-    diag: ND1,
-    inv_diag: ND1,
-    part: ND1_F64,
-    scal: ND1_F64,
-    nz: ti.i32,
-    ny: ti.i32,
-    nx: ti.i32,
-    dt: ti.template(),
+    x64: ND1_F64, uold: ND1, D: ND1, a: ND1, vmax: ND1, s: ND1, gz: ND1, gy: ND1, gx: ND1,
+    km: ti.f64, inv_dt: ti.f64, zero_order: ti.i32, r: ND1, diag: ND1, inv_diag: ND1,
+    part: ND1_F64, scal: ND1_F64, nz: ti.i32, ny: ti.i32, nx: ti.i32, gpu: ti.template(),
 ):
     """Nonlinear residual and Newton diagonal at the float64 iterate ``x64``.
 
@@ -496,95 +549,97 @@ def residual_jacobian(
         diag = sum g + a + 1/dt + vmax km/(km + x)^2          (Jacobian diagonal of -F)
 
     ``r`` receives F, ``diag`` the diagonal and ``inv_diag`` its inverse (rounded to their
-    dtype); inactive voxels get 0 in all three. ``scal[S_FF] = ||F||^2``, ``scal[S_SS] =
-    ||s + uold/dt||^2``, ``scal[S_SS + 1] = sum vmax`` and ``scal[S_SS + 2] = ||x||^2``
-    (float64, fixed summation order; ``part`` needs 4 nz ny entries). ``inv_dt = 0`` gives the
-    steady problem (``uold`` unread). ``zero_order = 1`` linearises the Michaelis-Menten term
-    as saturated (``vmax``, slope 0): the solver's first step from a zero field, where the
-    true tangent (slope vmax/km) would allow only a tiny step.
-    ``x64, g*, r, diag, inv_diag`` are padded; ``uold, D, a, vmax, s`` are not.
+    dtype; the same bits in both layouts); inactive voxels get 0 in all three.
+    ``scal[S_FF] = ||F||^2``, ``scal[S_SS] = ||s + uold/dt||^2``, ``scal[S_VM] = sum vmax``,
+    ``scal[S_XX] = ||x||^2`` and ``scal[S_JJ] = ||F / diag||^2`` (the Jacobi-scaled residual,
+    in field units; voxels with diag = 0 left out), float64 in a fixed order (see
+    :mod:`kernels.reductions`). ``inv_dt = 0`` gives the steady problem (``uold`` unread).
+    ``zero_order = 1`` linearises the Michaelis-Menten term as saturated (``vmax``, slope 0):
+    the solver's first step from a zero field, where the true tangent (slope vmax/km) would
+    allow only a tiny step. ``x64, g*, r, diag, inv_diag`` are padded (offset 0); ``uold, D,
+    a, vmax, s`` are not.
     """
     sy = nx
     sz = nx * ny
-    for z, y in ti.ndrange(nz, ny):
-        ff = ti.cast(0.0, ti.f64)
-        ss = ti.cast(0.0, ti.f64)
-        vs = ti.cast(0.0, ti.f64)
-        xx = ti.cast(0.0, ti.f64)
-        for x in range(nx):
-            p = (z * ny + y) * nx + x
-            pp = p + sz
-            f = ti.cast(0.0, ti.f64)
-            dg = ti.cast(0.0, ti.f64)
-            idg = ti.cast(0.0, ti.f64)
-            if D[p] > 0:
-                up = x64[pp]
-                src = ti.cast(s[p], ti.f64)
-                if inv_dt != 0:
-                    src += inv_dt * ti.cast(uold[p], ti.f64)
-                flux = neighbor_sum(x64, gz, gy, gx, pp, sy, sz)
-                gsum = ti.cast(conductance_sum(gz, gy, gx, pp, sy, sz), ti.f64)
-                lin = ti.cast(a[p], ti.f64) + inv_dt
-                vm = ti.cast(vmax[p], ti.f64)
-                inv_den = 1.0 / (km + up)  # one division serves the rate and its slope
-                mm = vm * up * inv_den
-                dmm = vm * km * inv_den * inv_den
-                if zero_order != 0:
-                    mm = vm
-                    dmm = 0.0
-                f = flux - gsum * up - lin * up - mm + src
-                dg = gsum + lin + dmm
-                if dg > 0:  # 0 only for an isolated voxel with no sink: left out like D = 0
-                    idg = 1.0 / dg
-                ff += f * f
-                ss += src * src
-                vs += vm
-                xx += up * up
-            r[pp] = ti.cast(f, dt)
-            diag[pp] = ti.cast(dg, dt)
-            inv_diag[pp] = ti.cast(idg, dt)
-        row = z * ny + y
-        part[4 * row] = ff
-        part[4 * row + 1] = ss
-        part[4 * row + 2] = vs
-        part[4 * row + 3] = xx
-    finish_sum(part, nz * ny, 4, scal, S_FF)
+    if ti.static(gpu):
+        n = nz * ny * nx
+        nl = lane_count(n)
+        for t in range(nl):
+            ff = ti.cast(0.0, ti.f64)
+            ss = ti.cast(0.0, ti.f64)
+            vs = ti.cast(0.0, ti.f64)
+            xx = ti.cast(0.0, ti.f64)
+            jj = ti.cast(0.0, ti.f64)
+            for j in range((n - t + nl - 1) // nl):
+                c0, c1, c2, c3, c4 = _residual_voxel(x64, uold, D, a, vmax, s, gz, gy, gx, km, inv_dt, zero_order,
+                                                     r, diag, inv_diag, t + j * nl, sy, sz)
+                ff += c0
+                ss += c1
+                vs += c2
+                xx += c3
+                jj += c4
+            part[5 * t] = ff
+            part[5 * t + 1] = ss
+            part[5 * t + 2] = vs
+            part[5 * t + 3] = xx
+            part[5 * t + 4] = jj
+        finish_sum(part, nl, 5, scal, S_FF, True, 1)
+    else:
+        for z, y in ti.ndrange(nz, ny):
+            ff = ti.cast(0.0, ti.f64)
+            ss = ti.cast(0.0, ti.f64)
+            vs = ti.cast(0.0, ti.f64)
+            xx = ti.cast(0.0, ti.f64)
+            jj = ti.cast(0.0, ti.f64)
+            for x in range(nx):
+                c0, c1, c2, c3, c4 = _residual_voxel(x64, uold, D, a, vmax, s, gz, gy, gx, km, inv_dt, zero_order,
+                                                     r, diag, inv_diag, (z * ny + y) * nx + x, sy, sz)
+                ff += c0
+                ss += c1
+                vs += c2
+                xx += c3
+                jj += c4
+            row = z * ny + y
+            part[5 * row] = ff
+            part[5 * row + 1] = ss
+            part[5 * row + 2] = vs
+            part[5 * row + 3] = xx
+            part[5 * row + 4] = jj
+        finish_sum(part, nz * ny, 5, scal, S_FF, False, 1)
 
 
-@ti.func
-def finish_sum(part: ti.template(), nrows, ncols: ti.template(), scal: ti.template(), slot: ti.template()):
-    """Serial, fixed-order sum of the per-row partials (deterministic float64 reduction).
-
-    ``part`` holds ``ncols`` interleaved partials per row; column k goes to ``scal[slot+k]``.
-    Must be called at kernel top level, after the parallel loop that filled ``part``.
-    """
-    ti.loop_config(serialize=True)
-    for k in range(ncols):
-        tot = ti.cast(0.0, ti.f64)
-        for row in range(nrows):
-            tot += part[ncols * row + k]
-        scal[slot + k] = tot
-
-
-@ti.kernel
+@ti.kernel(fastcache=True)
 def apply_operator(
     v: ND1, out: ND1, diag: ND1, gz: ND1, gy: ND1, gx: ND1,
-    part: ND1_F64, scal: ND1_F64, slot: ti.i32, nz: ti.i32, ny: ti.i32, nx: ti.i32,
+    part: ND1_F64, scal: ND1_F64, slot: ti.i32, nz: ti.i32, ny: ti.i32, nx: ti.i32, gpu: ti.template(),
 ):
     """``out = J v = diag v - sum g v_q`` (the linearised operator); ``scal[slot] = v . out``.
 
-    Padded arrays. Inactive voxels (diag = 0, all their conductances 0) give 0 with no branch.
-    Arithmetic in the dtype of ``v``; the dot product accumulates in float64.
+    Padded arrays (offset 0). Inactive voxels (diag = 0, all their conductances 0) give 0 with
+    no branch. Arithmetic in the dtype of ``v``; the dot product accumulates in float64.
     """
     sy = nx
     sz = nx * ny
-    for z, y in ti.ndrange(nz, ny):
-        dot = ti.cast(0.0, ti.f64)
-        base = sz + (z * ny + y) * nx
-        for x in range(nx):
-            p = base + x
-            q = diag[p] * v[p] - neighbor_sum(v, gz, gy, gx, p, sy, sz)
-            out[p] = q
-            dot += ti.cast(v[p], ti.f64) * ti.cast(q, ti.f64)
-        part[z * ny + y] = dot
-    finish_sum(part, nz * ny, 1, scal, slot)
+    if ti.static(gpu):
+        n = nz * ny * nx
+        nl = lane_count(n)
+        for t in range(nl):
+            dot = ti.cast(0.0, ti.f64)
+            for j in range((n - t + nl - 1) // nl):
+                p = sz + t + j * nl
+                q = diag[p] * v[p] - neighbor_sum(v, gz, gy, gx, p, sy, sz)
+                out[p] = q
+                dot += ti.cast(v[p], ti.f64) * ti.cast(q, ti.f64)
+            part[t] = dot
+        finish_sum(part, nl, 1, scal, slot, True, 1)
+    else:
+        for z, y in ti.ndrange(nz, ny):
+            dot = ti.cast(0.0, ti.f64)
+            base = sz + (z * ny + y) * nx
+            for x in range(nx):
+                p = base + x
+                q = diag[p] * v[p] - neighbor_sum(v, gz, gy, gx, p, sy, sz)
+                out[p] = q
+                dot += ti.cast(v[p], ti.f64) * ti.cast(q, ti.f64)
+            part[z * ny + y] = dot
+        finish_sum(part, nz * ny, 1, scal, slot, False, 1)

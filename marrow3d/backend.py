@@ -12,7 +12,10 @@ Quiet by default: the compiler's start-up line and its warnings (a missing ``lib
 
 Kernel cache: compiled kernels are kept in ``$MARROW3D_KERNEL_CACHE`` or else
 ``$XDG_CACHE_HOME/marrow3d/kernels/quadrants-<version>`` (``~/.cache`` when unset), one
-folder per compiler version. Concurrent runs (sweep members) share it safely: kernel files are
+folder per compiler version, in a sub-folder named after a hash of the kernel sources
+(``kernels/*.py``): the compiler's fast cache of the solver kernels skips re-parsing them by
+hashing the kernel functions' source only, not the module constants they read (lanes, slots,
+table offsets), so a change anywhere in those modules must start a fresh cache. Concurrent runs (sweep members) share it safely: kernel files are
 written under unique names and renamed into place, and the metadata index is guarded by a lock
 file that a writer holds for milliseconds; a run that finds it busy simply does not add its
 kernels this time. A lock file left by a killed process would block every later update, so
@@ -80,15 +83,28 @@ class BackendInfo:
         return self.name in ("cuda", "vulkan")
 
 
+def kernel_sources_digest() -> str:
+    """A short hash of every kernel module's source (the ``marrow3d.kernels`` package files)."""
+    import hashlib
+
+    from . import kernels
+
+    h = hashlib.sha256()
+    for path in sorted(Path(kernels.__file__).parent.glob("*.py")):
+        h.update(path.name.encode())
+        h.update(path.read_bytes())
+    return h.hexdigest()[:12]
+
+
 def kernel_cache_dir() -> Path:
     """Folder of the compiled-kernel cache (see the module docstring)."""
     from .kernels.ti_compat import LIBRARY_NAME, library_version
 
     env = os.environ.get("MARROW3D_KERNEL_CACHE")
     if env:
-        return Path(env).expanduser()
+        return Path(env).expanduser() / f"src-{kernel_sources_digest()}"
     base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
-    return base / "marrow3d" / "kernels" / f"{LIBRARY_NAME}-{library_version()}"
+    return base / "marrow3d" / "kernels" / f"{LIBRARY_NAME}-{library_version()}" / f"src-{kernel_sources_digest()}"
 
 
 def _remove_stale_locks(cache: Path, max_age_s: float = STALE_LOCK_SECONDS) -> None:

@@ -26,7 +26,7 @@ from .config import SimulationConfig
 from .config.transport import DRUG_AGENTS
 from .errors import NonFiniteError
 from .kernels.cells import LODGED, CellLattice
-from .kernels.multigrid import MultigridSolver
+from .transport_solver import MultigridSolver
 from .kernels.ti_compat import ti
 from .kernels.vessels import update_integrity
 from .metrics import RegionMasks, disease_stage, field_region_means, integrity_metrics, oxygen_metrics

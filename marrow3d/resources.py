@@ -31,7 +31,7 @@ at most 5 bytes), counted in ``host_bytes``. On the CPU backend device and host 
 same memory, so :func:`check_memory` adds them up there.
 
 Not counted (data-dependent, small): the index lists of sealed marrow pockets (4 bytes per
-pocket voxel, see ``kernels.multigrid``), the per-step readout copies (one field at a time)
+pocket voxel, see ``kernels.coarse_solve``), the per-step readout copies (one field at a time)
 and the fixed-size parameter/counter tables (under :data:`SMALL_TABLES_BYTES`).
 """
 
@@ -43,6 +43,7 @@ import subprocess
 from dataclasses import dataclass
 
 from .errors import ConfigError
+from .kernels.solver_plan import solver_workspace_bytes
 
 __all__ = [
     "MemoryEstimate",
@@ -57,10 +58,6 @@ __all__ = [
 #: Upper bound of the fixed-size tables (cell parameters, counters, exposure sums, readout
 #: buffer, solver scalars): included once in ``workspace_bytes``.
 SMALL_TABLES_BYTES = 4096
-#: Extra elements at the end of every padded solver array (``kernels.multigrid._STAGGER``).
-_STAGGER = 32
-#: Coarsening stops at this many cells (``MultigridSolver`` default ``coarse_max``).
-_COARSE_MAX = 512
 #: uint8 per voxel of the lattice state (cells, flags, generation) and anatomy (tissue, niche).
 _U8_STATE = 5
 #: Lattice workspace per voxel: niche_ok u8, intent u8, claim u32.
@@ -114,38 +111,6 @@ def state_bytes_per_voxel(precision: str = "float32", drugs: int = 2) -> int:
     """Bytes per voxel of the prognostic state with ``drugs`` dosed drug fields."""
     f = _float_bytes(precision)
     return _U8_STATE + 4 + f * (2 + int(drugs))  # integrity is always float32
-
-
-def _hierarchy_shapes(shape, coarse_max: int = _COARSE_MAX):
-    """Level shapes of ``kernels.multigrid.hierarchy_shapes`` (duplicated: no Taichi import)."""
-    shapes = [tuple(int(n) for n in shape)]
-    while shapes[-1][0] * shapes[-1][1] * shapes[-1][2] > coarse_max and max(shapes[-1]) > 1:
-        shapes.append(tuple((n + 1) // 2 if n > 1 else 1 for n in shapes[-1]))
-    return shapes
-
-
-def solver_workspace_bytes(shape, precision: str = "float32") -> int:
-    """Bytes of every array a ``MultigridSolver(shape)`` allocates (no sealed pockets)."""
-    f = _float_bytes(precision)
-    nz, ny, nx = (int(v) for v in shape)
-    n = nz * ny * nx
-    shapes = _hierarchy_shapes(shape)
-    padded = [(s[0] + 2) * s[1] * s[2] + _STAGGER for s in shapes]
-    total = 4 * (n + _STAGGER) * f  # D, a, vmax, s (+ their spacers)
-    total += 5 * padded[0] * f + padded[0] * 8  # r, z, p, q, dx; x64
-    total += 5 * padded[0] * f  # finest gz, gy, gx, diag, inv_diag (b, e are r, z)
-    total += sum(7 * p * f for p in padded[1:])
-    c = shapes[-1]
-    nc = c[0] * c[1] * c[2]
-    order = sorted(range(3), key=lambda d: c[d])  # band ordering as in MultigridSolver
-    strides = [0, 0, 0]
-    strides[order[0]] = 1
-    strides[order[1]] = c[order[0]]
-    strides[order[2]] = c[order[0]] * c[order[1]]
-    band = max(1, max(strides[d] for d in range(3) if c[d] > 1) if max(c) > 1 else 1)
-    total += nc * (band + 1) * 8 + nc * 8  # banded Cholesky factor and its work vector
-    total += max(4 * nz * ny, 4) * 8 + 10 * 8  # row partials, scalar registers
-    return total
 
 
 def estimate_memory(shape: tuple[int, int, int], precision: str = "float32", *, drugs: int = 2,

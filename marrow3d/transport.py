@@ -1,7 +1,7 @@
 """Transport fields of the model: coefficient tables from the config, solves, diagnostics.
 
 Each field (oxygen, the remodeling signal, each dosed drug) shares one
-:class:`~marrow3d.kernels.multigrid.MultigridSolver`: assemble that field's coefficients from
+:class:`~marrow3d.transport_solver.MultigridSolver`: assemble that field's coefficients from
 the compact state (tissue, cells, integrity) and its :class:`CoefficientTables`, solve
 warm-started from the field's previous value, move to the next field.
 """
@@ -150,8 +150,9 @@ class FieldSolver:
             path = self._write_diagnostics(solver, u, info)
             raise SolverError(
                 f"the {self.name} solve did not converge: relative residual "
-                f"{info.relative_residual:.3g} > {self.tol:g} after {info.iterations} iterations "
-                f"({info.message}); diagnostics in {path}"
+                f"{info.relative_residual:.3g}, Jacobi-scaled residual {info.scaled_residual:.3g} "
+                f"(tolerance {self.tol:g}) after {info.iterations} iterations ({info.message}); "
+                f"diagnostics in {path}"
             )
         return info
 

@@ -15,7 +15,6 @@ from marrow3d.config import load_config
 from marrow3d.errors import ConfigError
 from marrow3d.resources import (
     SMALL_TABLES_BYTES,
-    _hierarchy_shapes,
     check_memory,
     estimate_memory,
     state_bytes_per_voxel,
@@ -38,7 +37,7 @@ def _itemsize(dtype) -> int:
 def taichi_allocations(root) -> dict[int, tuple[str, int]]:
     """Every Taichi field / ndarray reachable from ``root``: id -> (path, bytes)."""
     from marrow3d.kernels.cells import CellLattice
-    from marrow3d.kernels.multigrid import MultigridSolver, _Level
+    from marrow3d.transport_solver import MultigridSolver, _Level
     from marrow3d.kernels.ti_compat import ti
     from marrow3d.model import MarrowModel
     from marrow3d.transport import FieldSolver
@@ -133,13 +132,6 @@ def test_state_per_voxel_is_at_most_32_bytes():
     per = estimate_memory((128, 128, 128), "float32", drugs=2).per_voxel()
     assert per["state"] == 25
     assert 70 < per["workspace"] < 80  # solver ~68, lattice 6 (see marrow3d.resources)
-
-
-def test_hierarchy_shapes_match_the_solver():
-    from marrow3d.kernels.multigrid import hierarchy_shapes
-
-    for shape in [(1, 1, 1), (8, 8, 8), (9, 8, 8), (64, 64, 64), (1200, 110, 110), (3, 1, 700), (13, 21, 30)]:
-        assert _hierarchy_shapes(shape) == hierarchy_shapes(shape)[0]
 
 
 def test_grids_that_do_not_fit_are_refused_before_any_work():

@@ -20,7 +20,7 @@ def solve_planar(taichi_backend, n_cells, length_um, D, lam, C0, axis=2, vmax=0.
     The domain [0, H] runs from the centre of the wall cell (x = 0) to the far face,
     H = (n_cells + 1/2) h. Returns the node positions x_i = i h and the solution.
     """
-    from marrow3d.kernels.multigrid import MultigridSolver
+    from marrow3d.transport_solver import MultigridSolver
     from marrow3d.kernels.ti_compat import ti
 
     h = length_um / (n_cells + 0.5)
@@ -81,7 +81,7 @@ def test_cosine_mode_second_order(taichi_backend):
 
     u = A cos(pi x/Lx) / (D pi^2/Lx^2 + lam) + B / lam; source sampled at cell centres.
     """
-    from marrow3d.kernels.multigrid import MultigridSolver
+    from marrow3d.transport_solver import MultigridSolver
     from marrow3d.kernels.ti_compat import ti
 
     Lx, D, lam, A, B = 400.0, 1.2e4, 0.05, 3.0, 3.0
@@ -137,7 +137,7 @@ def test_dirichlet_sphere_with_decay(taichi_backend):
     (strong exchange). The staircase surface makes this first order in h: check the error
     halves under refinement and is a few percent at h = a/8.
     """
-    from marrow3d.kernels.multigrid import MultigridSolver
+    from marrow3d.transport_solver import MultigridSolver
     from marrow3d.kernels.ti_compat import ti
 
     # worked numbers first (a = 10 um, L = 100 um)
@@ -178,7 +178,7 @@ def test_steady_mass_balance(taichi_backend):
     """
     from marrow3d.kernels import transport as T
     from marrow3d.kernels import transport_reference as R
-    from marrow3d.kernels.multigrid import MultigridSolver
+    from marrow3d.transport_solver import MultigridSolver
     from marrow3d.kernels.ti_compat import ti
 
     shape = (24, 26, 28)
@@ -211,7 +211,7 @@ def test_steady_mass_balance(taichi_backend):
 
 def test_backward_euler_uniform_decay_first_order(taichi_backend):
     """A uniform field with decay k: BE gives (1 + k dt)^-n, first order towards exp(-k t)."""
-    from marrow3d.kernels.multigrid import MultigridSolver
+    from marrow3d.transport_solver import MultigridSolver
     from marrow3d.kernels.ti_compat import ti
 
     k, T_end, u0 = 0.5, 2.0, 3.0  # 1/min, min
@@ -238,7 +238,7 @@ def test_backward_euler_matches_reference_step(taichi_backend, dtype_name):
     """One implicit step of a heterogeneous Michaelis-Menten problem against the scipy step."""
     from marrow3d.kernels import transport as T
     from marrow3d.kernels import transport_reference as R
-    from marrow3d.kernels.multigrid import MultigridSolver
+    from marrow3d.transport_solver import MultigridSolver
     from marrow3d.kernels.ti_compat import ti
 
     dtype = getattr(ti, dtype_name)

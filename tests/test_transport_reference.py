@@ -93,7 +93,7 @@ def test_reference_stencil_matches_matrix(rng):
 @pytest.mark.parametrize("override", [False, True])
 def test_assembly_matches_reference(taichi_backend, rng, dtype_name, inputs, override):
     from marrow3d.kernels import transport as T
-    from marrow3d.kernels.multigrid import MultigridSolver
+    from marrow3d.transport_solver import MultigridSolver
     from marrow3d.kernels.ti_compat import ti
 
     dtype = getattr(ti, dtype_name)
@@ -126,7 +126,7 @@ def test_assembly_matches_reference(taichi_backend, rng, dtype_name, inputs, ove
 
 @pytest.mark.parametrize("dtype_name", ["f32", "f64"])
 def test_residual_matches_reference(taichi_backend, rng, dtype_name):
-    from marrow3d.kernels.multigrid import MultigridSolver
+    from marrow3d.transport_solver import MultigridSolver
     from marrow3d.kernels.ti_compat import ti
 
     dtype = getattr(ti, dtype_name)
@@ -169,7 +169,7 @@ def mm_problem():
 @pytest.mark.parametrize("dtype_name", ["f32", "f64"])
 def test_steady_mm_solve_matches_reference(taichi_backend, mm_problem, dtype_name):
     from marrow3d.kernels import transport as T
-    from marrow3d.kernels.multigrid import MultigridSolver
+    from marrow3d.transport_solver import MultigridSolver
     from marrow3d.kernels.ti_compat import ti
 
     tissue, cells, integ, tables, dmap = mm_problem
@@ -191,7 +191,7 @@ def test_steady_mm_solve_matches_reference(taichi_backend, mm_problem, dtype_nam
 @pytest.mark.parametrize("dtype_name", ["f32", "f64"])
 def test_steady_linear_solve_matches_reference(taichi_backend, dtype_name):
     from marrow3d.kernels import transport as T
-    from marrow3d.kernels.multigrid import MultigridSolver
+    from marrow3d.transport_solver import MultigridSolver
     from marrow3d.kernels.ti_compat import ti
 
     rng = np.random.default_rng(11)
@@ -211,7 +211,7 @@ def test_steady_linear_solve_matches_reference(taichi_backend, dtype_name):
 
 def test_balance_totals_match_reference(taichi_backend, rng):
     from marrow3d.kernels import transport as T
-    from marrow3d.kernels.multigrid import MultigridSolver
+    from marrow3d.transport_solver import MultigridSolver
     from marrow3d.kernels.ti_compat import ti
 
     shape = (8, 9, 10)
