@@ -63,21 +63,25 @@ def _band(meta: ti.template(), lev):
 
 
 @ti.kernel(fastcache=True)
-def band_factor(gz: ND1, gy: ND1, gx: ND1, diag: ND1, L: ND1_F64, meta: ND1_I32, lev: ti.i32):
+def band_factor(gz: ND1, gy: ND1, gx: ND1, diag: ND1, L: ND1_F64, meta: ND1_I32, scal: ND1_F64, lev: ti.i32,
+                gate: ti.i32):
     """Assemble the coarsest matrix (level ``lev``) in band storage and factor it (Cholesky,
-    float64, serial).
+    float64, serial). ``gate`` >= 0: only when ``scal[gate]`` != 0.
 
     Row k (band order ``k = z*kz + y*ky + x*kx``) keeps ``L[k*(band+1) + j] = L_{k, k-j}``.
     """
+    live = 1
+    if gate >= 0:
+        live = ti.cast(scal[gate] != 0, ti.i32)
     nz, ny, nx, o = _level(meta, lev)
     kz, ky, kx, band = _band(meta, lev)
     n = nz * ny * nx
     w = band + 1
     sz = nx * ny
-    for i in range(n * w):
+    for i in range(n * w * live):
         L[i] = 0.0
     ti.loop_config(serialize=True)
-    for z in range(nz):
+    for z in range(nz * live):
         for y in range(ny):
             for x in range(nx):
                 p = o + sz + (z * ny + y) * nx + x
@@ -93,7 +97,7 @@ def band_factor(gz: ND1, gy: ND1, gx: ND1, diag: ND1, L: ND1_F64, meta: ND1_I32,
                     if z > 0:
                         L[k * w + kz] = -ti.cast(gz[p - sz], ti.f64)
     ti.loop_config(serialize=True)
-    for k in range(n):
+    for k in range(n * live):
         m_lo = ti.max(0, k - band)
         for j in range(m_lo, k + 1):
             acc = L[k * w + (k - j)]

@@ -8,14 +8,56 @@ field dtype (mixed-precision iterative refinement). Padded arrays (:mod:`kernels
 # No `from __future__ import annotations`: the kernel compiler reads annotations as objects.
 
 from .reductions import finish_sum, lane_count, live_flag
-from .solver_plan import C_IT, C_LIVE, C_MAXIT, C_TARGET, S_PQ, S_RR, S_RZ, S_RZ_OLD
+from .solver_plan import (
+    C_IT,
+    C_LIVE,
+    C_MAXIT,
+    C_TARGET,
+    G_COARSE,
+    G_FRESH,
+    G_UPDATE,
+    MSG_CONVERGED,
+    MSG_ITERATION_CAP,
+    MSG_NEWTON_CAP,
+    MSG_NOT_FINITE,
+    MSG_STAGNATED,
+    N_COARSE_READY,
+    N_ETA,
+    N_ETA_PREV,
+    N_ITERS,
+    N_MAXIT,
+    N_MSG,
+    N_NEWTON,
+    N_NONLINEAR,
+    N_PHASE,
+    N_REL,
+    N_RHO_EFF,
+    N_RHO_PREV,
+    N_SCAL,
+    N_SCALED,
+    N_STALLED,
+    N_TARGET,
+    PHASE_CG,
+    PHASE_DONE,
+    S_FF,
+    S_JJ,
+    S_PQ,
+    S_RR,
+    S_RZ,
+    S_RZ_OLD,
+    S_SS,
+    S_XX,
+)
 from .ti_compat import ti
 from .transport import ND1, ND1_F64, neighbor_sum
 
 __all__ = [
     "cg_begin",
     "cg_step",
-    "newton_update",
+    "newton_begin",
+    "newton_finish",
+    "newton_decide",
+    "cg_resume",
     "round_iterate",
     "load_from_field",
     "load_from_array",
@@ -155,14 +197,154 @@ def cg_step(
             scal[C_LIVE] = 0.0
 
 
+# ---------------------------------------------------------------------------------------------
+# Newton control on the device. The host takes the first Newton step (it reads the residual
+# anyway to see a zero source or a missing km), then launches rounds of [CG iterations,
+# newton_finish, residual, newton_decide, coarse rebuild, cg_resume], each gated by the
+# registers, and reads them once per round. The decisions are those of
+# marrow3d.transport_solver.MultigridSolver._first_step in the same float64 operations, so
+# the iterates are bitwise those of a host-side Newton loop.
+# ---------------------------------------------------------------------------------------------
+
+
+@ti.func
+def _py_max(a, b):
+    """Python's ``max(a, b)``: ``a`` unless ``b > a`` (so a NaN ``a`` wins, as on the host)."""
+    r = a
+    if b > a:
+        r = b
+    return r
+
+
+@ti.func
+def _py_min(a, b):
+    """Python's ``min(a, b)``: ``a`` unless ``b < a``."""
+    r = a
+    if b < a:
+        r = b
+    return r
+
+
+@ti.func
+def _finite(v):
+    return not (ti.math.isnan(v) or ti.math.isinf(v))
+
+
 @ti.kernel(fastcache=True)
-def newton_update(x64: ND1_F64, dx: ND1, D: ND1, n: ti.i32, pad: ti.i32):
-    """x = max(x + dx, 0) on active voxels: the exact solution is >= 0."""
-    for i in range(n):
+def newton_begin(scal: ND1_F64, hist: ND1_F64, rel0: ti.f64, rho_eff: ti.f64, eta: ti.f64, nonlinear: ti.i32):
+    """Registers after the host's first Newton decision (its CG solve is under way)."""
+    for k in range(N_PHASE, N_SCAL):
+        scal[k] = 0.0
+    hist[0] = rel0
+    scal[N_PHASE] = PHASE_CG
+    scal[N_RHO_EFF] = rho_eff
+    scal[N_ETA] = eta
+    scal[N_NONLINEAR] = ti.cast(nonlinear, ti.f64)
+    scal[N_COARSE_READY] = 1.0
+
+
+@ti.kernel(fastcache=True)
+def newton_finish(x64: ND1_F64, dx: ND1, D: ND1, scal: ND1_F64, n: ti.i32, pad: ti.i32):
+    """After a Newton step's CG solve: count it, x = max(x + dx, 0) on active voxels (the exact
+    solution is >= 0), and open the gate of the residual and decision that follow. No-op
+    while the CG solve runs or after the solve ended."""
+    go = ti.cast(scal[N_PHASE] == PHASE_CG and scal[C_LIVE] == 0, ti.i32)
+    ti.loop_config(serialize=True)
+    for _ in range(go):
+        scal[N_ITERS] = scal[N_ITERS] + scal[C_IT]
+        scal[N_NEWTON] = scal[N_NEWTON] + 1.0
+        scal[N_RHO_PREV] = scal[N_RHO_EFF]
+        scal[N_ETA_PREV] = scal[N_ETA]
+        scal[N_PHASE] = 0.0
+        scal[G_UPDATE] = 1.0
+    for i in range(n * go):
         v = ti.cast(0.0, ti.f64)
         if D[i] > 0:
             v = ti.max(x64[i + pad] + ti.cast(dx[i + pad], ti.f64), 0.0)
         x64[i + pad] = v
+
+
+@ti.kernel(fastcache=True)
+def newton_decide(scal: ND1_F64, hist: ND1_F64, tol: ti.f64, max_newton: ti.f64, max_iterations: ti.f64):
+    """The Newton decision after the residual of a new iterate (gated by ``G_UPDATE``).
+
+    Stops (``N_PHASE = PHASE_DONE``, ``N_MSG``) on a non-finite residual, convergence (both
+    the relative and the Jacobi-scaled residual <= tol), the Newton or CG caps or 5 steps of
+    stagnation; otherwise sets the next step's Eisenstat-Walker forcing term (choice 2, never
+    tighter than tol needs), its CG target and cap, and the gates of the coarse rebuild
+    (nonlinear problems) and of the CG start.
+    """
+    ti.loop_config(serialize=True)
+    for _ in range(ti.cast(scal[G_UPDATE] != 0, ti.i32)):
+        scal[G_UPDATE] = 0.0
+        rho = ti.sqrt(_py_max(scal[S_FF], 0.0))
+        scale = ti.sqrt(_py_max(scal[S_SS], 0.0))
+        xnorm = ti.sqrt(_py_max(scal[S_XX], 0.0))
+        scaled = ti.cast(0.0, ti.f64)
+        if xnorm > 0:
+            scaled = ti.sqrt(_py_max(scal[S_JJ], 0.0)) / xnorm
+        rho_eff = rho
+        if scaled * scale > rho:
+            rho_eff = scaled * scale
+        rel = rho_eff / scale
+        hist[ti.cast(scal[N_NEWTON], ti.i32)] = rel
+        scal[N_REL] = rho / scale
+        scal[N_SCALED] = scaled
+        msg = 0
+        if not (_finite(rel) and _finite(scaled)):
+            msg = MSG_NOT_FINITE
+        elif rel <= tol:
+            msg = MSG_CONVERGED
+        elif scal[N_NEWTON] >= max_newton:
+            msg = MSG_NEWTON_CAP
+        elif scal[N_ITERS] >= max_iterations:
+            msg = MSG_ITERATION_CAP
+        elif rho_eff > 0.95 * scal[N_RHO_PREV]:
+            scal[N_STALLED] = scal[N_STALLED] + 1.0
+            if scal[N_STALLED] >= 5:
+                msg = MSG_STAGNATED
+        else:
+            scal[N_STALLED] = 0.0
+        if msg != 0:
+            scal[N_MSG] = ti.cast(msg, ti.f64)
+            scal[N_PHASE] = PHASE_DONE
+        else:
+            need = 0.5 * tol * scale / rho_eff
+            ratio = rho_eff / scal[N_RHO_PREV]
+            eta = 0.9 * (ratio * ratio)
+            eta_prev = scal[N_ETA_PREV]
+            floor = 0.9 * (eta_prev * eta_prev)
+            if floor > 0.1:
+                eta = _py_max(eta, floor)
+            eta = _py_min(eta, 0.1)
+            if scal[N_NONLINEAR] != 0:
+                eta = _py_max(eta, need)
+            else:
+                eta = need
+            scal[N_ETA] = eta
+            scal[N_RHO_EFF] = rho_eff
+            scal[N_TARGET] = eta * rho  # CG reduces the unscaled residual it works on by eta
+            scal[N_MAXIT] = max_iterations - scal[N_ITERS]
+            scal[G_COARSE] = ti.cast(scal[N_NONLINEAR] != 0 or scal[N_COARSE_READY] == 0, ti.f64)
+            scal[N_COARSE_READY] = 1.0
+            scal[G_FRESH] = 1.0
+            scal[N_PHASE] = PHASE_CG
+
+
+@ti.kernel(fastcache=True)
+def cg_resume(dx: ND1, scal: ND1_F64):
+    """Start the CG solve that ``newton_decide`` set up (gated by ``G_FRESH``)."""
+    go = ti.cast(scal[G_FRESH] != 0, ti.i32)
+    for i in range(dx.shape[0] * go):
+        dx[i] = 0.0
+    ti.loop_config(serialize=True)
+    for _ in range(go):
+        scal[C_LIVE] = 1.0
+        scal[C_IT] = 0.0
+        scal[C_TARGET] = scal[N_TARGET]
+        scal[C_MAXIT] = scal[N_MAXIT]
+        scal[G_FRESH] = 0.0
+        scal[G_COARSE] = 0.0
 
 
 @ti.kernel(fastcache=True)

@@ -427,20 +427,23 @@ def _coarse_diag(diag: ti.template(), inv_diag: ti.template(), gz: ti.template()
 
 
 @ti.kernel(fastcache=True)
-def coarsen_diag(gz: ND1, gy: ND1, gx: ND1, diag: ND1, inv_diag: ND1, meta: ND1_I32, lev: ti.i32,
-                 gpu: ti.template()):
+def coarsen_diag(gz: ND1, gy: ND1, gx: ND1, diag: ND1, inv_diag: ND1, meta: ND1_I32, scal: ND1_F64, lev: ti.i32,
+                 gate: ti.i32, gpu: ti.template()):
     """Diagonal of level ``lev + 1``: its conductance sum + the children's linear sinks
-    (diag - sum g of each child in the cycle)."""
+    (diag - sum g of each child in the cycle). ``gate`` >= 0: only when ``scal[gate]`` != 0."""
+    live = 1
+    if gate >= 0:
+        live = ti.cast(scal[gate] != 0, ti.i32)
     nz, ny, nx, o = _dims(meta, lev)
     cnz, cny, cnx, co = _dims(meta, lev + 1)
     fz, fy, fx = _factors(meta, lev)
     if ti.static(gpu):
-        for t in range(cnz * cny * cnx):
+        for t in range(cnz * cny * cnx * live):
             crow = t // cnx
             cz = crow // cny
             _coarse_diag(diag, inv_diag, gz, gy, gx, cz, crow - cz * cny, t - crow * cnx, nz, ny, nx, o, cny, cnx,
                          co, fz, fy, fx)
     else:
-        for cz, cy in ti.ndrange(cnz, cny):
+        for cz, cy in ti.ndrange(cnz * live, cny):
             for cx in range(cnx):
                 _coarse_diag(diag, inv_diag, gz, gy, gx, cz, cy, cx, nz, ny, nx, o, cny, cnx, co, fz, fy, fx)

@@ -70,6 +70,7 @@ __all__ = [
     "C_TARGET",
     "C_MAXIT",
     "N_SCAL",
+    "HISTORY",
 ]
 
 #: Extra elements at the end of every solver array. Arrays whose byte size is a multiple of
@@ -123,7 +124,32 @@ C_LIVE = 11  #: 1 while the current CG solve runs; 0 turns later launched iterat
 C_IT = 12  #: CG iterations done in the current CG solve
 C_TARGET = 13  #: ||r|| at which the current CG solve stops
 C_MAXIT = 14  #: iteration cap of the current CG solve
-N_SCAL = 16
+# Newton control on the device (kernels.krylov.newton_decide and friends)
+N_PHASE = 15  #: PHASE_CG while a Newton step's CG runs, PHASE_UPDATE after, PHASE_DONE at the end
+N_MSG = 16  #: why the solve stopped (MSG_* code), 0 while it runs
+N_NEWTON = 17  #: Newton steps taken
+N_ITERS = 18  #: CG iterations summed over Newton steps
+N_RHO_PREV = 19  #: effective residual norm that started the previous Newton step
+N_ETA_PREV = 20  #: forcing term of the previous Newton step
+N_STALLED = 21  #: consecutive steps with less than 5% residual reduction
+N_NONLINEAR = 22  #: 1 when some vmax > 0
+N_COARSE_READY = 23  #: coarse levels built from the current Newton diagonal (linear problems)
+G_COARSE = 24  #: gate: rebuild the coarse levels before the next CG solve
+G_FRESH = 25  #: gate: start the next CG solve
+G_UPDATE = 26  #: gate: the Newton update and the residual after it are due
+N_ETA = 27  #: forcing term of the current Newton step
+N_RHO_EFF = 28  #: effective residual norm that started the current Newton step
+N_TARGET = 29  #: CG target of the next CG solve
+N_MAXIT = 30  #: CG iteration cap of the next CG solve
+N_REL = 31  #: ||F|| / ||s_eff|| at the last residual evaluation
+N_SCALED = 32  #: ||F / diag|| / ||x|| at the last residual evaluation
+N_SCAL = 40
+
+PHASE_CG, PHASE_DONE = 1, 2
+MSG_CONVERGED, MSG_NOT_FINITE, MSG_NEWTON_CAP, MSG_ITERATION_CAP, MSG_STAGNATED = 1, 2, 3, 4, 5
+
+#: Entries of the device-side residual history (Newton steps + 1; grown when a solve allows more).
+HISTORY = 64
 
 
 def hierarchy_shapes(shape, coarse_max: int = COARSE_MAX):
@@ -246,7 +272,7 @@ class SolverPlan:
             c = self.shapes[-1]
             nc = c[0] * c[1] * c[2]
             out += [("band_factor", nc * (self.band + 1), 8), ("band_work", nc, 8)]
-        out += [("partials", self.part_size, 8), ("registers", N_SCAL, 8)]
+        out += [("partials", self.part_size, 8), ("registers", N_SCAL, 8), ("newton_history", HISTORY, 8)]
         out.append(("level_table", self.levels * META_FIELDS, 4))
         return out
 

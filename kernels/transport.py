@@ -539,7 +539,7 @@ def _residual_voxel(
 def residual_jacobian(
     x64: ND1_F64, uold: ND1, D: ND1, a: ND1, vmax: ND1, s: ND1, gz: ND1, gy: ND1, gx: ND1,
     km: ti.f64, inv_dt: ti.f64, zero_order: ti.i32, r: ND1, diag: ND1, inv_diag: ND1,
-    part: ND1_F64, scal: ND1_F64, nz: ti.i32, ny: ti.i32, nx: ti.i32, gpu: ti.template(),
+    part: ND1_F64, scal: ND1_F64, nz: ti.i32, ny: ti.i32, nx: ti.i32, gate: ti.i32, gpu: ti.template(),
 ):
     """Nonlinear residual and Newton diagonal at the float64 iterate ``x64``.
 
@@ -557,14 +557,18 @@ def residual_jacobian(
     ``zero_order = 1`` linearises the Michaelis-Menten term as saturated (``vmax``, slope 0):
     the solver's first step from a zero field, where the true tangent (slope vmax/km) would
     allow only a tiny step. ``x64, g*, r, diag, inv_diag`` are padded (offset 0); ``uold, D,
-    a, vmax, s`` are not.
+    a, vmax, s`` are not. ``gate`` >= 0: run only when ``scal[gate]`` is not 0 (the Newton
+    control on the device); -1: always.
     """
+    live = 1
+    if gate >= 0:
+        live = ti.cast(scal[gate] != 0, ti.i32)
     sy = nx
     sz = nx * ny
     if ti.static(gpu):
         n = nz * ny * nx
         nl = lane_count(n)
-        for t in range(nl):
+        for t in range(nl * live):
             ff = ti.cast(0.0, ti.f64)
             ss = ti.cast(0.0, ti.f64)
             vs = ti.cast(0.0, ti.f64)
@@ -583,9 +587,9 @@ def residual_jacobian(
             part[5 * t + 2] = vs
             part[5 * t + 3] = xx
             part[5 * t + 4] = jj
-        finish_sum(part, nl, 5, scal, S_FF, True, 1)
+        finish_sum(part, nl, 5, scal, S_FF, True, live)
     else:
-        for z, y in ti.ndrange(nz, ny):
+        for z, y in ti.ndrange(nz * live, ny):
             ff = ti.cast(0.0, ti.f64)
             ss = ti.cast(0.0, ti.f64)
             vs = ti.cast(0.0, ti.f64)
@@ -605,7 +609,7 @@ def residual_jacobian(
             part[5 * row + 2] = vs
             part[5 * row + 3] = xx
             part[5 * row + 4] = jj
-        finish_sum(part, nz * ny, 5, scal, S_FF, False, 1)
+        finish_sum(part, nz * ny, 5, scal, S_FF, False, live)
 
 
 @ti.kernel(fastcache=True)

@@ -37,12 +37,25 @@ Sealed pockets: the active set is labelled on the host (scipy, only when a finge
 ``D > 0`` changes); components of at most ``pocket_max`` voxels other than the largest are
 masked out of the cycle and solved by a two-level cycle of their own.
 
-All reductions accumulate in float64, per row then in a fixed order: results are bitwise
-reproducible for a given grid, backend and thread count.
+All reductions accumulate in float64 in an order fixed by the grid (:mod:`kernels.reductions`):
+results are bitwise reproducible for a given grid, layout and backend, whatever the thread
+count.
 
-Launches: a visit of a level is two kernels and a CG iteration after the cycle one
-(``cg_step``): their top-level loops run in order with the arithmetic of the one-loop kernels,
-so results are bitwise those of separate launches, at a fifth of the Python launch overhead.
+Control on the device: the host takes the first Newton decision (it reads the first residual
+anyway: a zero source, a missing km, the active-set fingerprint). From then on the CG stopping
+test (:func:`kernels.krylov.cg_step`) and the Newton decisions (:func:`kernels.krylov.newton_decide`:
+stopping tests, Eisenstat-Walker forcing term, stagnation) run on the device in the same
+float64 operations, and every kernel reads gates in the register array, so launches that come
+too early or too late do nothing. The host launches rounds of ``check_every`` CG iterations
+plus the end of a Newton step and reads the registers once per round: about 1 + (Newton steps)
+reads per solve instead of one per CG iteration and Newton step (5 instead of 14 per model
+step of the 24^3 box with ``check_every = 4``), with results bitwise those of a host-side
+loop (the pinned CPU digests did not change).
+
+Launches: a visit of a large level is two kernels, all levels of at most 32^3 cells one kernel
+per cycle, and a CG iteration after the cycle one more (``cg_step``): their top-level loops run
+in order with the arithmetic of one-loop kernels, so results are bitwise those of separate
+launches.
 
 Measured (2-core CPU, float32, tol 1e-6; ``python -m benchmarks`` and
 ``python -m benchmarks.transport``, see docs/benchmarks.md): CG iterations 5-8 for O2 and 6-8
@@ -62,9 +75,22 @@ from .kernels import krylov as kr
 from .kernels import multigrid as mg
 from .kernels import transport as T
 from .kernels.solver_plan import (
-    C_IT,
-    C_LIVE,
     COARSE_MAX,
+    G_COARSE,
+    G_UPDATE,
+    HISTORY,
+    MSG_CONVERGED,
+    MSG_ITERATION_CAP,
+    MSG_NEWTON_CAP,
+    MSG_NOT_FINITE,
+    MSG_STAGNATED,
+    N_ITERS,
+    N_MSG,
+    N_NEWTON,
+    N_PHASE,
+    N_REL,
+    N_SCALED,
+    PHASE_DONE,
     LAYOUTS,
     META_FIELDS,
     N_SCAL,
@@ -72,7 +98,6 @@ from .kernels.solver_plan import (
     S_FP,
     S_FP2,
     S_JJ,
-    S_RR,
     S_SS,
     S_VM,
     S_XX,
@@ -215,11 +240,10 @@ class MultigridSolver:
         (tests cross-check the two layouts that way); it is a compile-time choice per kernel,
         not global state.
     check_every : int, optional
-        CG iterations launched between two reads of the device-side convergence flag
-        (default 1 on the CPU, where a read costs a few microseconds, and 4 on a GPU, where
-        it stalls the launch queue). Iterations launched after convergence do nothing, so
-        results and iteration counts do not depend on it; at most ``check_every - 1`` such
-        iterations are launched per CG solve (one per Newton step).
+        CG iterations per round of launches between two reads of the device registers
+        (default 4; see :meth:`_newton_rounds`). Iterations launched after CG converged do
+        nothing, so results and iteration counts do not depend on it; at most
+        ``check_every - 1`` such iterations are launched per Newton step.
 
     Attributes
     ----------
@@ -262,7 +286,7 @@ class MultigridSolver:
         if layout not in LAYOUTS:
             raise ValueError(f"layout must be one of {LAYOUTS}, got {layout!r}")
         if check_every is None:
-            check_every = 4 if is_gpu_arch() else 1
+            check_every = 4
         if int(check_every) < 1:
             raise ValueError(f"check_every must be >= 1, got {check_every}")
         self.cycle = cycle
@@ -302,6 +326,8 @@ class MultigridSolver:
         self._part = ti.ndarray(ti.f64, shape=plan.part_size)
         self._scal = ti.ndarray(ti.f64, shape=N_SCAL)
         self._scal.fill(0)
+        self._last_scalars = np.zeros(N_SCAL)
+        self._hist = ti.ndarray(ti.f64, shape=HISTORY)
         # The levels from plan.small down are visited by one launch per cycle, unrolled at
         # compile time: at most MAX_FUSED_LEVELS of them (F: k(k+1)/2 visits of k levels; W:
         # 2^k - 1, so at most 4 levels), the ones above are visited level by level.
@@ -365,14 +391,21 @@ class MultigridSolver:
         return tuple(self._pools[k] for k in names)
 
     def _prepare_operator(self) -> None:
-        """Conductances of every level from D (once per solve: D may change between solves)."""
+        """Conductances of every level from D (once per solve: D may change between solves).
+
+        The active-set fingerprint it leaves in the registers is read with the solve's first
+        residual (:meth:`_check_pockets`), not on its own.
+        """
         nz, ny, nx = self.shape
         gz, gy, gx = self._pool_args("gz", "gy", "gx")
         T.face_conductances(self.D, gz, gy, gx, self._part, self._scal, nz, ny, nx, 1.0 / self.voxel_um**2,
                             self.gpu_layout)
         for lev in range(len(self.levels) - 1):
             mg.coarsen_conductances(gz, gy, gx, self._meta, lev, self.gpu_layout)
-        sc = self._scalars()
+
+    def _check_pockets(self) -> None:
+        """Relabel the sealed pockets when the fingerprint of the last read changed."""
+        sc = self._last_scalars
         fingerprint = (float(sc[S_FP]), float(sc[S_FP2]))
         if fingerprint != self._active_fingerprint:
             self._find_pockets()
@@ -436,9 +469,9 @@ class MultigridSolver:
         if self._n_pockets:
             cs.mask_pockets(inv_diag, self._pocket_idx, int(self._pocket_idx.shape[0]))
         for lev in range(len(self.levels) - 1):
-            mg.coarsen_diag(gz, gy, gx, diag, inv_diag, self._meta, lev, self.gpu_layout)
+            mg.coarsen_diag(gz, gy, gx, diag, inv_diag, self._meta, self._scal, lev, -1, self.gpu_layout)
         if not self.gpu_layout:
-            cs.band_factor(gz, gy, gx, diag, self._L, self._meta, len(self.levels) - 1)
+            cs.band_factor(gz, gy, gx, diag, self._L, self._meta, self._scal, len(self.levels) - 1, -1)
 
     def _cycle(self, level: int = 0, kind: str = "V", zero_guess: bool = True) -> None:
         """Improve e towards A^{-1} b on ``level`` by one multigrid cycle (e = 0 first if asked).
@@ -473,18 +506,22 @@ class MultigridSolver:
     def _scalars(self) -> np.ndarray:
         return self._scal.to_numpy()
 
-    def _residual(self, km: float, inv_dt: float, zero_order: bool = False) -> tuple[float, float, float]:
+    def _residual(self, km: float, inv_dt: float, zero_order: bool = False, read: bool = True):
         """Residual at the iterate into r (and the Newton diagonal).
 
-        Returns ``(||F||, ||s_eff||, ||F / diag|| / ||x||)``; the last is 0 when x = 0.
+        Returns ``(||F||, ||s_eff||, ||F / diag|| / ||x||)`` (the last 0 when x = 0), read
+        from the device; nothing (and no read) with ``read=False``.
         """
         gz, gy, gx, diag, inv_diag = self._pool_args("gz", "gy", "gx", "diag", "inv_diag")
         uold = self._uold if inv_dt != 0 else self.s
         T.residual_jacobian(
             self.x64, uold, self.D, self.a, self.vmax, self.s, gz, gy, gx, float(km), float(inv_dt),
-            int(zero_order), self.r, diag, inv_diag, self._part, self._scal, *self.shape, self.gpu_layout,
+            int(zero_order), self.r, diag, inv_diag, self._part, self._scal, *self.shape, -1, self.gpu_layout,
         )
+        if not read:
+            return None
         sc = self._scalars()
+        self._last_scalars = sc
         self._nonlinear = bool(sc[S_VM] > 0)
         self._cold = bool(sc[S_XX] == 0)
         xnorm = math.sqrt(max(sc[S_XX], 0.0))
@@ -505,27 +542,14 @@ class MultigridSolver:
                 cs.POCKET_SWEEPS, *self.shape,
             )
 
-    def _pcg(self, target: float, max_it: int) -> tuple[int, float]:
-        """CG on J dx = r (r holds F) until ||r|| <= target; returns (iterations, ||r||).
-
-        The stopping test runs on the device (:func:`kernels.krylov.cg_step`); the host
-        launches ``check_every`` iterations at a time and reads the flag after each batch.
-        """
+    def _cg_iteration(self) -> None:
+        """One preconditioned CG iteration (a no-op once the device flag says CG is done)."""
         gz, gy, gx, diag = self._pool_args("gz", "gy", "gx", "diag")
-        kr.cg_begin(self.dx, self._scal, float(target), float(max_it))
-        launched = 0
-        while True:
-            for _ in range(min(self.check_every, max_it - launched)):
-                self._cycle(0, self.cycle, True)
-                if self._n_pockets:
-                    self._pocket_solve()
-                kr.cg_step(self.r, self.z, self.p, self.q, self.dx, diag, gz, gy, gx, self._part, self._scal,
-                           *self.shape, self.gpu_layout)
-                launched += 1
-            sc = self._scalars()
-            if sc[C_LIVE] == 0 or launched >= max_it:
-                break
-        return int(sc[C_IT]), math.sqrt(max(sc[S_RR], 0.0))
+        self._cycle(0, self.cycle, True)
+        if self._n_pockets:
+            self._pocket_solve()
+        kr.cg_step(self.r, self.z, self.p, self.q, self.dx, diag, gz, gy, gx, self._part, self._scal, *self.shape,
+                   self.gpu_layout)
 
     def _load(self, u) -> None:
         if tuple(u.shape) != self.shape:
@@ -604,88 +628,22 @@ class MultigridSolver:
             self._load(u)
         self._prepare_operator()
         info = SolveInfo(converged=False, iterations=0, newton_iterations=0)
-        rho_prev = eta_prev = None
-        stalled = 0
-        coarse_ready = False  # coarse levels built from the current Newton diagonal
-        while True:
-            rho, scale, scaled = self._residual(km, inv_dt)
-            first = info.newton_iterations == 0
-            if first:
-                info.scale = scale
-                if scale == 0.0:
-                    # no source anywhere: u = 0 solves the problem (exactly, for every km)
-                    self.x64.fill(0)
-                    self._store(u)
-                    info.converged = True
-                    info.relative_residual = info.field_relative_residual = info.scaled_residual = 0.0
-                    info.residual_history = [0.0]
-                    info.message = "no source: u = 0"
-                    return info
-                if self._nonlinear and not km > 0:
-                    raise ValueError(f"km must be > 0 when vmax > 0, got {km}")
-            # ||F|| / ||s|| alone accepts a wrong field when a few rows with huge coefficients
-            # (a large vessel exchange E: their source E u_blood) dominate ||s||: the
-            # Jacobi-scaled residual ||F / diag|| / ||x|| is blind to row scaling and guards
-            # it. Every decision below reads the larger of the two (as a residual norm: in
-            # well-scaled problems that is rho itself, bit for bit, so nothing changes there).
-            info.relative_residual = rho / scale
-            info.scaled_residual = scaled
-            if scaled * scale > rho:
-                rho_eff = scaled * scale
-            else:
-                rho_eff = rho
-            rel = rho_eff / scale
-            info.residual_history.append(rel)
-            if not (math.isfinite(rel) and math.isfinite(scaled)):
-                info.message = "residual is not finite"
-                break
-            if rel <= tol:
-                info.converged = True
-                info.message = "converged"
-                break
-            if info.newton_iterations >= max_newton:
-                info.message = f"Newton step cap ({max_newton}) reached"
-                break
-            if info.iterations >= max_iterations:
-                info.message = f"iteration cap ({max_iterations}) reached"
-                break
-            if rho_prev is not None and rho_eff > 0.95 * rho_prev:
-                stalled += 1
-                if stalled >= 5:
-                    info.message = "residual stagnated (floating-point floor or inconsistent problem)"
-                    break
-            else:
-                stalled = 0
-            # inexact Newton: Eisenstat-Walker choice 2, never tighter than the goal needs
-            need = 0.5 * tol * scale / rho_eff
-            if rho_prev is None:
-                eta = 0.1
-            else:
-                eta = 0.9 * (rho_eff / rho_prev) ** 2
-                if eta_prev is not None and 0.9 * eta_prev**2 > 0.1:
-                    eta = max(eta, 0.9 * eta_prev**2)
-                eta = min(eta, 0.1)
-            eta = max(eta, need) if self._nonlinear else need
-            if first and self._nonlinear and self._cold:
-                # From u = 0 the Michaelis-Menten tangent (slope vmax/km) permits only a tiny
-                # step; linearising it as saturated instead lands near the solution wherever
-                # u >> km (negative values, where u < km, are clamped and Newton takes over).
-                self._residual(km, inv_dt, zero_order=True)
-                eta = 0.1
-            if self._nonlinear or not coarse_ready:
-                self._prepare_coarse()
-                coarse_ready = True
-            elif self._n_pockets:
-                # Linear problem: the Newton diagonal, hence every coarse level and the
-                # coarsest factor, is what the last step built (bitwise); only the finest
-                # inv_diag was rewritten by the residual kernel: mask the pockets again.
-                cs.mask_pockets(self.levels[0].inv_diag, self._pocket_idx, int(self._pocket_idx.shape[0]))
-            # CG reduces the unscaled residual it works on by the factor eta
-            its, _ = self._pcg(eta * rho, max_iterations - info.iterations)
-            info.iterations += its
-            kr.newton_update(self.x64, self.dx, self.D, self.n, self._pad)
-            info.newton_iterations += 1
-            rho_prev, eta_prev = rho_eff, eta
+        rho, scale, scaled = self._residual(km, inv_dt)  # the solve's first read
+        self._check_pockets()
+        info.scale = scale
+        if scale == 0.0:
+            # no source anywhere: u = 0 solves the problem (exactly, for every km)
+            self.x64.fill(0)
+            self._store(u)
+            info.converged = True
+            info.relative_residual = info.field_relative_residual = info.scaled_residual = 0.0
+            info.residual_history = [0.0]
+            info.message = "no source: u = 0"
+            return info
+        if self._nonlinear and not km > 0:
+            raise ValueError(f"km must be > 0 when vmax > 0, got {km}")
+        if self._first_step(info, km, inv_dt, rho, scale, scaled, tol, max_iterations, max_newton):
+            self._newton_rounds(info, km, inv_dt, tol, max_iterations, max_newton)
         kr.round_iterate(self.x64, self.D, self._pad, self._pad + self.n)
         self._store(u)
         if self.dtype == ti.f64:
@@ -696,3 +654,107 @@ class MultigridSolver:
             rho_f, _, _ = self._residual(km, inv_dt)
             info.field_relative_residual = rho_f / scale
         return info
+
+    def _first_step(self, info, km, inv_dt, rho, scale, scaled, tol, max_iterations, max_newton) -> bool:
+        """The first Newton decision, on the host; returns False when the solve is over.
+
+        ``kernels.krylov.newton_decide`` takes every later decision on the device, in the same
+        float64 operations (results bitwise those of a host loop).
+        """
+        # ||F|| / ||s|| alone accepts a wrong field when a few rows with huge coefficients
+        # (a large vessel exchange E: their source E u_blood) dominate ||s||: the
+        # Jacobi-scaled residual ||F / diag|| / ||x|| is blind to row scaling and guards
+        # it. Every decision reads the larger of the two (as a residual norm: in well-scaled
+        # problems that is rho itself, bit for bit).
+        info.relative_residual = rho / scale
+        info.scaled_residual = scaled
+        rho_eff = scaled * scale if scaled * scale > rho else rho
+        rel = rho_eff / scale
+        info.residual_history.append(rel)
+        if not (math.isfinite(rel) and math.isfinite(scaled)):
+            info.message = "residual is not finite"
+            return False
+        if rel <= tol:
+            info.converged = True
+            info.message = "converged"
+            return False
+        if max_newton <= 0:
+            info.message = f"Newton step cap ({max_newton}) reached"
+            return False
+        if max_iterations <= 0:
+            info.message = f"iteration cap ({max_iterations}) reached"
+            return False
+        # inexact Newton: Eisenstat-Walker choice 2 (from the second step on, on the device),
+        # never tighter than the goal needs
+        need = 0.5 * tol * scale / rho_eff
+        eta = max(0.1, need) if self._nonlinear else need
+        if self._nonlinear and self._cold:
+            # From u = 0 the Michaelis-Menten tangent (slope vmax/km) permits only a tiny
+            # step; linearising it as saturated instead lands near the solution wherever
+            # u >> km (negative values, where u < km, are clamped and Newton takes over).
+            self._residual(km, inv_dt, zero_order=True, read=False)
+            eta = 0.1
+        self._prepare_coarse()
+        kr.cg_begin(self.dx, self._scal, float(eta * rho), float(max_iterations))
+        kr.newton_begin(self._scal, self._history(max_newton), float(rel), float(rho_eff), float(eta),
+                        int(self._nonlinear))
+        return True
+
+    def _history(self, max_newton: int):
+        """The device-side residual history, large enough for ``max_newton`` steps."""
+        if self._hist.shape[0] < max_newton + 2:
+            self._hist = ti.ndarray(ti.f64, shape=max_newton + 2)
+        return self._hist
+
+    def _newton_rounds(self, info, km, inv_dt, tol, max_iterations, max_newton) -> None:
+        """Newton steps 2, 3, ... with every decision on the device (``kernels.krylov``).
+
+        A round launches ``check_every`` CG iterations, then the end of the Newton step
+        (update, residual, decision), the coarse rebuild and the next CG start, each a no-op
+        unless its gate in the registers is open; the host reads the registers once per
+        round. Idle launches: at most ``check_every - 1`` CG iterations per Newton step, and
+        the gated kernels of rounds in which a CG solve continues.
+        """
+        gz, gy, gx, diag, inv_diag = self._pool_args("gz", "gy", "gx", "diag", "inv_diag")
+        hist = self._history(max_newton)
+        uold = self._uold if inv_dt != 0 else self.s
+        last = len(self.levels) - 1
+        rounds = 0
+        cap = max_iterations + max_newton + 2  # every round ends a CG iteration or a Newton step
+        while True:
+            for _ in range(self.check_every):
+                self._cg_iteration()
+            kr.newton_finish(self.x64, self.dx, self.D, self._scal, self.n, self._pad)
+            T.residual_jacobian(
+                self.x64, uold, self.D, self.a, self.vmax, self.s, gz, gy, gx, float(km), float(inv_dt), 0,
+                self.r, diag, inv_diag, self._part, self._scal, *self.shape, G_UPDATE, self.gpu_layout,
+            )
+            kr.newton_decide(self._scal, hist, float(tol), float(max_newton), float(max_iterations))
+            if self._n_pockets:  # the residual rewrote inv_diag: take the pockets out again
+                cs.mask_pockets(inv_diag, self._pocket_idx, int(self._pocket_idx.shape[0]))
+            for lev in range(last):
+                mg.coarsen_diag(gz, gy, gx, diag, inv_diag, self._meta, self._scal, lev, G_COARSE, self.gpu_layout)
+            if not self.gpu_layout:
+                cs.band_factor(gz, gy, gx, diag, self._L, self._meta, self._scal, last, G_COARSE)
+            kr.cg_resume(self.dx, self._scal)
+            sc = self._scalars()
+            rounds += 1
+            if sc[N_PHASE] == PHASE_DONE:
+                break
+            if rounds > cap:  # pragma: no cover - the device caps make this unreachable
+                raise RuntimeError("transport solver: the device-side Newton control did not stop")
+        steps = int(sc[N_NEWTON])
+        info.newton_iterations = steps
+        info.iterations = int(sc[N_ITERS])
+        info.relative_residual = float(sc[N_REL])
+        info.scaled_residual = float(sc[N_SCALED])
+        info.residual_history += [float(v) for v in hist.to_numpy()[1 : steps + 1]]
+        code = int(sc[N_MSG])
+        info.converged = code == MSG_CONVERGED
+        info.message = {
+            MSG_CONVERGED: "converged",
+            MSG_NOT_FINITE: "residual is not finite",
+            MSG_NEWTON_CAP: f"Newton step cap ({max_newton}) reached",
+            MSG_ITERATION_CAP: f"iteration cap ({max_iterations}) reached",
+            MSG_STAGNATED: "residual stagnated (floating-point floor or inconsistent problem)",
+        }[code]
