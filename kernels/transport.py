@@ -17,7 +17,6 @@ This module holds
   kernel;
 * the operator pieces used by the solver's kernels: face conductances, the nonlinear
   residual with its Newton diagonal, and the linearised operator applied to a vector;
-* the mass-balance totals (vessel supply, uptake, decay, secretion) in float64.
 
 Array conventions: coefficient arrays (``D, a, vmax, s``) are 1-D Taichi ndarrays of length
 ``nz*ny*nx`` in C order (voxel ``(z, y, x)`` at ``(z*ny + y)*nx + x``); the solver's internal
@@ -54,7 +53,7 @@ __all__ = [
     "pack_tables",
     "upload_tables",
     "assemble_coefficients",
-    "balance_totals",
+    "exchange_rate",
     "face_conductances",
     "residual_jacobian",
     "apply_operator",
@@ -130,13 +129,28 @@ def _vessel_class(t):
 
 
 @ti.func
+def exchange_rate(e0, integ, leak, floor):
+    """Vessel exchange rate [1/min] of a vessel voxel: ``E0 I (1 + leak (1 - I))`` for an
+    integrity ``I >= floor``, else 0.
+
+    Perfusion falls with integrity (factor I); permeability rises as the vessel leaks. With
+    ``e0 = 1`` it is the exchange factor ``E / E0`` (exactly: 1 * I = I), which device-side
+    readouts may call: the one copy of the law in kernels
+    (:func:`kernels.transport_reference.exchange_rate` is the independent numpy oracle).
+    """
+    e = ti.cast(0.0, ti.f64)
+    if integ >= floor:
+        e = e0 * integ * (1.0 + leak * (1.0 - integ))
+    return e
+
+
+@ti.func
 def _exchange(t, integ, tab: ti.template()):
     """Vessel exchange rate E [1/min] of a voxel with tissue code t and integrity integ."""
     cls = _vessel_class(t)
     e = ti.cast(0.0, ti.f64)
-    if cls != 0 and integ >= tab[T_FLOOR]:
-        # perfusion falls with integrity (factor I); permeability rises as it leaks
-        e = tab[T_EXCHANGE + cls] * integ * (1.0 + tab[T_LEAK + cls] * (1.0 - integ))
+    if cls != 0:
+        e = exchange_rate(tab[T_EXCHANGE + cls], integ, tab[T_LEAK + cls], tab[T_FLOOR])
     return e
 
 
@@ -261,116 +275,6 @@ def assemble_coefficients(tissue, cells, integrity, tables, D, a, vmax, s, diffu
     else:
         arrs = [np.ascontiguousarray(v) if isinstance(v, np.ndarray) else v for v in (tissue, cells, integrity, over)]
         _assemble_arrays(*arrs, use, tab, D, a, vmax, s, gpu)
-
-
-# ---------------------------------------------------------------------------------------------
-# Mass balance
-# ---------------------------------------------------------------------------------------------
-
-
-@ti.func
-def _balance_terms(t_raw, c_raw, integ_raw, uu, d, tab: ti.template(), km):
-    """(supply, uptake, decay, secretion) rates [u/min] of one active voxel, float64."""
-    t = ti.min(ti.cast(t_raw, ti.i32), N_TISSUE - 1)
-    c = ti.min(ti.cast(c_raw, ti.i32), N_CELL_TYPES - 1)
-    integ = ti.cast(integ_raw, ti.f64)
-    u = ti.cast(uu, ti.f64)
-    sup = ti.cast(0.0, ti.f64)
-    upt = ti.cast(0.0, ti.f64)
-    dec = ti.cast(0.0, ti.f64)
-    sec = ti.cast(0.0, ti.f64)
-    if d > 0:
-        e = _exchange(t, integ, tab)
-        sup = e * (tab[T_BLOOD + _vessel_class(t)] - u)
-        dec = tab[T_DECAY + t] * u
-        if t == MARROW:
-            upt = tab[T_UPTAKE + c] * u + tab[T_VMAX + c] * u / (km + u)
-            sec = tab[T_SECRETION + c]
-    return sup, upt, dec, sec
-
-
-@ti.kernel
-def _balance_fields(
-    u: ti.template(), tissue: ti.template(), cells: ti.template(), integrity: ti.template(),
-    D: ND1, tab: ND1_F64, km: ti.f64, part: ND1_F64, out: ND1_F64,
-):
-    nz, ny, nx = tissue.shape
-    for z, y in ti.ndrange(nz, ny):
-        acc = ti.Vector([0.0, 0.0, 0.0, 0.0], dt=ti.f64)
-        for x in range(nx):
-            p = (z * ny + y) * nx + x
-            d = ti.cast(D[p], ti.f64)
-            t0, t1, t2, t3 = _balance_terms(tissue[z, y, x], cells[z, y, x], integrity[z, y, x], u[z, y, x], d, tab, km)
-            acc += ti.Vector([t0, t1, t2, t3], dt=ti.f64)
-        for k in ti.static(range(4)):
-            part[(z * ny + y) * 4 + k] = acc[k]
-    ti.loop_config(serialize=True)
-    for k in range(4):
-        tot = ti.cast(0.0, ti.f64)
-        for r in range(nz * ny):
-            tot += part[r * 4 + k]
-        out[k] = tot
-
-
-@ti.kernel
-def _balance_arrays(
-    u: ND3, tissue: ND3, cells: ND3, integrity: ND3,
-    D: ND1, tab: ND1_F64, km: ti.f64, part: ND1_F64, out: ND1_F64,
-):
-    nz, ny, nx = tissue.shape[0], tissue.shape[1], tissue.shape[2]
-    for z, y in ti.ndrange(nz, ny):
-        acc = ti.Vector([0.0, 0.0, 0.0, 0.0], dt=ti.f64)
-        for x in range(nx):
-            p = (z * ny + y) * nx + x
-            d = ti.cast(D[p], ti.f64)
-            t0, t1, t2, t3 = _balance_terms(tissue[z, y, x], cells[z, y, x], integrity[z, y, x], u[z, y, x], d, tab, km)
-            acc += ti.Vector([t0, t1, t2, t3], dt=ti.f64)
-        for k in ti.static(range(4)):
-            part[(z * ny + y) * 4 + k] = acc[k]
-    ti.loop_config(serialize=True)
-    for k in range(4):
-        tot = ti.cast(0.0, ti.f64)
-        for r in range(nz * ny):
-            tot += part[r * 4 + k]
-        out[k] = tot
-
-
-def balance_totals(u, tissue, cells, integrity, tables, D, km, voxel_um) -> dict[str, float]:
-    """Domain totals of each source and sink of one field, float64, over active voxels.
-
-    Parameters
-    ----------
-    u : 3-D Taichi field, or 3-D numpy array / Taichi ndarray (same kind as ``tissue``)
-        The field [u].
-    tissue, cells, integrity : as in :func:`assemble_coefficients`
-    tables : CoefficientTables or packed float64 Taichi ndarray
-    D : 1-D Taichi ndarray
-        The assembled diffusivity (decides which voxels are active).
-    km : float
-        Michaelis-Menten constant [u].
-    voxel_um : float
-        Voxel edge [um].
-
-    Returns
-    -------
-    dict
-        ``exchange`` = sum E (u_blood - u) V (net vessel supply), ``uptake`` = sum (uptake u +
-        vmax u/(km+u)) V, ``decay`` = sum decay u V, ``secretion`` = sum secretion V, all in
-        [u um^3/min] with V = h^3. At steady state ``exchange + secretion = uptake + decay``.
-    """
-    shape = tuple(tissue.shape)
-    _check_shape("u", u, shape)
-    nz, ny, _ = shape
-    tab = upload_tables(tables) if isinstance(tables, CoefficientTables) else tables
-    part = ti.ndarray(ti.f64, shape=nz * ny * 4)
-    out = ti.ndarray(ti.f64, shape=4)
-    if _is_field(tissue):
-        _balance_fields(u, tissue, cells, integrity, D, tab, float(km), part, out)
-    else:
-        arrs = [np.ascontiguousarray(v) if isinstance(v, np.ndarray) else v for v in (u, tissue, cells, integrity)]
-        _balance_arrays(*arrs, D, tab, float(km), part, out)
-    tot = out.to_numpy() * float(voxel_um) ** 3
-    return {"exchange": float(tot[0]), "uptake": float(tot[1]), "decay": float(tot[2]), "secretion": float(tot[3])}
 
 
 # ---------------------------------------------------------------------------------------------

@@ -16,7 +16,7 @@ import numpy as np
 from .config.transport import DrugConfig, OxygenConfig, SignalConfig, TransportConfig
 from .errors import SolverError
 from .kernels import codes
-from .kernels.transport import CoefficientTables, assemble_coefficients, balance_totals, upload_tables
+from .kernels.transport import CoefficientTables, assemble_coefficients, upload_tables
 
 __all__ = [
     "oxygen_tables",
@@ -127,19 +127,29 @@ class FieldSolver:
         self.max_iterations = config.solver.max_iterations
         self.diagnostics_dir = Path(diagnostics_dir) if diagnostics_dir else None
         self.diffusivity_override = diffusivity_override
-        self._packed = None
+        self._packed = None  # the packed tables on the device, allocated once
+        self._stale = False
         self.last_info = None
 
     def set_blood_level(self, value: float) -> None:
-        """Set u_blood of both vessel classes (drugs: the plasma concentration, uM)."""
-        self.tables.blood_by_class = np.array([0.0, value, value])
-        self._packed = None
+        """Set u_blood of both vessel classes (drugs: the plasma concentration, uM).
+
+        The packed device table is rewritten in place at the next assembly (no new array).
+        """
+        blood = np.array([0.0, value, value])
+        if not np.array_equal(blood, self.tables.blood_by_class):
+            self.tables.blood_by_class = blood
+            self._stale = True
 
     def assemble(self, solver, tissue, cells, integrity) -> None:
+        """Write this field's coefficients into the solver's D, a, vmax, s (solver's layout)."""
         if self._packed is None:
             self._packed = upload_tables(self.tables)
+        elif self._stale:
+            upload_tables(self.tables, out=self._packed)
+        self._stale = False
         assemble_coefficients(tissue, cells, integrity, self._packed, solver.D, solver.a, solver.vmax,
-                              solver.s, diffusivity_override=self.diffusivity_override)
+                              solver.s, diffusivity_override=self.diffusivity_override, gpu=solver.gpu_layout)
 
     def solve(self, solver, u, tissue, cells, integrity):
         """Assemble and solve in place (warm start from ``u``); return the SolveInfo."""
@@ -155,12 +165,6 @@ class FieldSolver:
                 f"diagnostics in {path}"
             )
         return info
-
-    def balance(self, solver, u, tissue, cells, integrity, voxel_um: float) -> dict[str, float]:
-        """Mass-balance totals of the current field (see ``kernels.transport.balance_totals``)."""
-        if self._packed is None:
-            self._packed = upload_tables(self.tables)
-        return balance_totals(u, tissue, cells, integrity, self._packed, solver.D, self.km, voxel_um)
 
     def _write_diagnostics(self, solver, u, info) -> str:
         directory = self.diagnostics_dir or Path(".")

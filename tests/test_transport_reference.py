@@ -207,20 +207,3 @@ def test_steady_linear_solve_matches_reference(taichi_backend, dtype_name):
     assert info.converged, info
     err = np.abs(u - want).max() / np.abs(want).max()
     assert err < 1e-5, err
-
-
-def test_balance_totals_match_reference(taichi_backend, rng):
-    from marrow3d.kernels import transport as T
-    from marrow3d.transport_solver import MultigridSolver
-    from marrow3d.kernels.ti_compat import ti
-
-    shape = (8, 9, 10)
-    tissue, cells, integ = random_state(rng, shape)
-    tables = random_tables(rng)
-    u = rng.uniform(0, 30, shape)
-    solver = MultigridSolver(shape, H_UM, dtype=ti.f64)
-    T.assemble_coefficients(tissue, cells, integ, tables, solver.D, solver.a, solver.vmax, solver.s)
-    got = T.balance_totals(u, tissue, cells, integ, tables, solver.D, KM, H_UM)
-    want = R.balance_totals(u, tissue, cells, integ, tables, KM, H_UM)
-    for key in want:
-        assert got[key] == pytest.approx(want[key], rel=1e-12), key

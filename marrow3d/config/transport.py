@@ -168,9 +168,6 @@ class SolverConfig(Section):
 
     tolerance: float = Field(1e-6, gt=0.0, lt=1.0, description="Relative residual to reach.")
     max_iterations: int = Field(200, ge=1, description="Maximum multigrid iterations per solve.")
-    diagnostics_dir: str | None = Field(
-        None, description="Where a failed solve writes its diagnostic file (default: the run directory)."
-    )
 
 
 class TransportConfig(Section):
