@@ -36,7 +36,15 @@ from typing import Literal
 
 from .errors import BackendError
 
-__all__ = ["BackendInfo", "initialize", "BACKEND_CHOICES", "probe_backends", "kernel_cache_dir"]
+__all__ = [
+    "BackendInfo",
+    "initialize",
+    "BACKEND_CHOICES",
+    "probe_backends",
+    "kernel_cache_dir",
+    "missing_vulkan_capabilities",
+    "VULKAN_REQUIREMENTS",
+]
 
 log = logging.getLogger(__name__)
 
@@ -229,8 +237,43 @@ def initialize(
     )
     if backend in ("cuda", "vulkan") and info.name != backend:
         raise BackendError(f"backend {backend!r} was requested but the kernels started on {arch!r}")
+    if info.name == "vulkan":
+        missing = missing_vulkan_capabilities(_device_capability_getter(ti))
+        if missing:
+            raise BackendError(
+                "the Vulkan device lacks what marrow3d's kernels need: " + "; ".join(missing)
+                + ". Run on CUDA or the CPU (--backend cuda / --backend cpu)"
+            )
     log.debug("compute backend: %s (requested %s; %s)", info.name, backend, info.library)
     return info
+
+
+#: Device capabilities the kernels need on Vulkan (SPIR-V), with what needs them. CUDA and the
+#: CPU have all of them. Consumer GPUs without float64 (Intel Arc, Apple through MoltenVK) or
+#: without 64-bit integer atomics (many mobile and integrated GPUs) cannot run the model.
+VULKAN_REQUIREMENTS = {
+    "spirv_has_float64": "float64 arithmetic (the transport solver's Newton iterate, residual and "
+                         "every norm and dot product: without it a float32 solve cannot reach its tolerance)",
+    "spirv_has_int64": "64-bit integers (the Philox random numbers of the cell rules)",
+    "spirv_has_atomic_int64": "64-bit integer atomics (cell counters and exposure sums)",
+}
+
+
+def missing_vulkan_capabilities(has) -> list[str]:
+    """The requirements in :data:`VULKAN_REQUIREMENTS` a device lacks.
+
+    ``has(name)`` tells whether the device has capability ``name``. Floating-point atomics
+    are not needed: every float reduction is a fixed-order sum (no atomics).
+    """
+    return [f"no {name.removeprefix('spirv_has_')}: needed for {why}" for name, why in VULKAN_REQUIREMENTS.items()
+            if not has(name)]
+
+
+def _device_capability_getter(ti):
+    from quadrants._lib import core
+
+    caps = ti.lang.impl.get_runtime().prog.get_device_caps()
+    return lambda name: bool(caps.get(getattr(core.DeviceCapability, name)))
 
 
 def probe_backends() -> dict[str, str]:

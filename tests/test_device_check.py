@@ -57,3 +57,34 @@ def test_device_check_refuses_a_missing_gpu(tmp_path):
     assert proc.returncode == 1
     assert "FAIL backend" in proc.stdout
     assert not (tmp_path / "x.json").exists()
+
+
+def test_vulkan_capability_requirements():
+    """A Vulkan device without float64, int64 or int64 atomics is refused with what needs them."""
+    from marrow3d.backend import VULKAN_REQUIREMENTS, missing_vulkan_capabilities
+
+    assert missing_vulkan_capabilities(lambda name: True) == []
+    for lacking in VULKAN_REQUIREMENTS:
+        missing = missing_vulkan_capabilities(lambda name, lacking=lacking: name != lacking)
+        assert len(missing) == 1 and lacking.removeprefix("spirv_has_") in missing[0]
+    assert any("Newton iterate" in m for m in missing_vulkan_capabilities(lambda name: False))
+
+
+def test_vulkan_device_lacking_float64_is_refused(tmp_path):
+    """End to end where a Vulkan driver exists (e.g. Mesa's lavapipe): the device is made to
+    report no float64, and initialize('vulkan') must raise BackendError naming it."""
+    code = (
+        "import marrow3d.backend as b\n"
+        "b._device_capability_getter = lambda ti: (lambda name: name != 'spirv_has_float64')\n"
+        "try:\n"
+        "    b.initialize('vulkan')\n"
+        "except b.BackendError as exc:\n"
+        "    print('REFUSED', exc)\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    if "not available here" in proc.stdout + proc.stderr:
+        import pytest
+
+        pytest.skip("no Vulkan driver here")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "REFUSED" in proc.stdout and "no float64" in proc.stdout, proc.stdout
