@@ -1,9 +1,10 @@
 """benchmarks/device_check.py in --dry-run mode: the GPU acceptance script works end to end.
 
-The dry run takes the same code paths as the GPU run (backend check, CPU subprocess
-cross-check, copy bandwidth, kernel timings, femur run, summary and JSON) on the CPU at small
-sizes; its cross-check compares a 2-thread run with a 1-thread subprocess, which must be
-bitwise identical.
+The dry run takes the same code paths as the GPU run (backend check, layout and reduction
+checks, CPU subprocess cross-check, copy bandwidth, kernel timings, femur run, summary and
+JSON) on the CPU at small sizes; the layout check runs the GPU layout on the CPU backend, and
+its cross-check compares a 2-thread run with a 1-thread subprocess, which must be bitwise
+identical.
 """
 
 from __future__ import annotations
@@ -27,6 +28,13 @@ def test_device_check_dry_run(tmp_path):
     rec = json.loads(out.read_text())
     assert rec["ok"] and rec["dry_run"]
     assert rec["checks"]["backend"]["arch"] == rec["checks"]["backend_at_end"]["arch"] != "cuda"
+    lc = rec["checks"]["layouts"]
+    assert lc["ok"] and set(lc["fields"]) == {"oxygen", "drug"}
+    for f in lc["fields"].values():  # the GPU layout, forced on the CPU: same bits as in-process
+        assert f["repeat_identical"] and f["cpu_voxels_identical"] and 0 < f["cpu_rows_max_over_range"] <= 1e-5
+    red = rec["checks"]["reductions"]
+    assert red["ok"] and red["repeat_identical"] and red["relative_difference"] <= 1e-12
+    assert "sweep_vs_copy" not in rec["checks"]  # a GPU goal: not rated on the CPU
     cc = rec["checks"]["cross_check"]
     assert cc["ok"] and cc["cells"]["identical"]
     assert all(f["identical"] for f in cc["fields"].values())
