@@ -231,11 +231,12 @@ def _finite(v):
 
 
 @ti.kernel(fastcache=True)
-def newton_begin(scal: ND1_F64, hist: ND1_F64, rel0: ti.f64, rho_eff: ti.f64, eta: ti.f64, nonlinear: ti.i32):
-    """Registers after the host's first Newton decision (its CG solve is under way)."""
+def newton_begin(scal: ND1_F64, rel0: ti.f64, rho_eff: ti.f64, eta: ti.f64, nonlinear: ti.i32):
+    """Registers after the host's first Newton decision (its CG solve is under way); the
+    residual history follows the registers (``scal[N_SCAL + k]`` after k Newton steps)."""
     for k in range(N_PHASE, N_SCAL):
         scal[k] = 0.0
-    hist[0] = rel0
+    scal[N_SCAL] = rel0
     scal[N_PHASE] = PHASE_CG
     scal[N_RHO_EFF] = rho_eff
     scal[N_ETA] = eta
@@ -265,7 +266,7 @@ def newton_finish(x64: ND1_F64, dx: ND1, D: ND1, scal: ND1_F64, n: ti.i32, pad: 
 
 
 @ti.kernel(fastcache=True)
-def newton_decide(scal: ND1_F64, hist: ND1_F64, tol: ti.f64, max_newton: ti.f64, max_iterations: ti.f64):
+def newton_decide(scal: ND1_F64, tol: ti.f64, max_newton: ti.f64, max_iterations: ti.f64):
     """The Newton decision after the residual of a new iterate (gated by ``G_UPDATE``).
 
     Stops (``N_PHASE = PHASE_DONE``, ``N_MSG``) on a non-finite residual, convergence (both
@@ -287,7 +288,7 @@ def newton_decide(scal: ND1_F64, hist: ND1_F64, tol: ti.f64, max_newton: ti.f64,
         if scaled * scale > rho:
             rho_eff = scaled * scale
         rel = rho_eff / scale
-        hist[ti.cast(scal[N_NEWTON], ti.i32)] = rel
+        scal[N_SCAL + ti.cast(scal[N_NEWTON], ti.i32)] = rel
         scal[N_REL] = rho / scale
         scal[N_SCALED] = scaled
         msg = 0

@@ -148,7 +148,9 @@ N_SCAL = 40
 PHASE_CG, PHASE_DONE = 1, 2
 MSG_CONVERGED, MSG_NOT_FINITE, MSG_NEWTON_CAP, MSG_ITERATION_CAP, MSG_STAGNATED = 1, 2, 3, 4, 5
 
-#: Entries of the device-side residual history (Newton steps + 1; grown when a solve allows more).
+#: The register array holds, after the N_SCAL registers, the residual history of the solve
+#: (Newton steps + 1 entries), so one read returns both; room for this many entries (the
+#: array grows when a solve allows more Newton steps).
 HISTORY = 64
 
 
@@ -272,7 +274,7 @@ class SolverPlan:
             c = self.shapes[-1]
             nc = c[0] * c[1] * c[2]
             out += [("band_factor", nc * (self.band + 1), 8), ("band_work", nc, 8)]
-        out += [("partials", self.part_size, 8), ("registers", N_SCAL, 8), ("newton_history", HISTORY, 8)]
+        out += [("partials", self.part_size, 8), ("registers", N_SCAL + HISTORY, 8)]
         out.append(("level_table", self.levels * META_FIELDS, 4))
         return out
 

@@ -324,10 +324,9 @@ class MultigridSolver:
             self._L = ti.ndarray(ti.f64, shape=c.n * (plan.band + 1))
             self._btmp = ti.ndarray(ti.f64, shape=c.n)
         self._part = ti.ndarray(ti.f64, shape=plan.part_size)
-        self._scal = ti.ndarray(ti.f64, shape=N_SCAL)
+        self._scal = ti.ndarray(ti.f64, shape=N_SCAL + HISTORY)  # registers, then the history
         self._scal.fill(0)
-        self._last_scalars = np.zeros(N_SCAL)
-        self._hist = ti.ndarray(ti.f64, shape=HISTORY)
+        self._last_scalars = np.zeros(N_SCAL + HISTORY)
         # The levels from plan.small down are visited by one launch per cycle, unrolled at
         # compile time: at most MAX_FUSED_LEVELS of them (F: k(k+1)/2 visits of k levels; W:
         # 2^k - 1, so at most 4 levels), the ones above are visited level by level.
@@ -696,15 +695,18 @@ class MultigridSolver:
             eta = 0.1
         self._prepare_coarse()
         kr.cg_begin(self.dx, self._scal, float(eta * rho), float(max_iterations))
-        kr.newton_begin(self._scal, self._history(max_newton), float(rel), float(rho_eff), float(eta),
-                        int(self._nonlinear))
+        self._ensure_history(max_newton)
+        kr.newton_begin(self._scal, float(rel), float(rho_eff), float(eta), int(self._nonlinear))
         return True
 
-    def _history(self, max_newton: int):
-        """The device-side residual history, large enough for ``max_newton`` steps."""
-        if self._hist.shape[0] < max_newton + 2:
-            self._hist = ti.ndarray(ti.f64, shape=max_newton + 2)
-        return self._hist
+    def _ensure_history(self, max_newton: int) -> None:
+        """Grow the register array when a solve may take more Newton steps than its history holds."""
+        if self._scal.shape[0] < N_SCAL + max_newton + 2:
+            grown = ti.ndarray(ti.f64, shape=N_SCAL + max_newton + 2)
+            values = np.zeros(grown.shape[0])
+            values[: self._scal.shape[0]] = self._scal.to_numpy()
+            grown.from_numpy(values)
+            self._scal = grown
 
     def _newton_rounds(self, info, km, inv_dt, tol, max_iterations, max_newton) -> None:
         """Newton steps 2, 3, ... with every decision on the device (``kernels.krylov``).
@@ -716,7 +718,6 @@ class MultigridSolver:
         the gated kernels of rounds in which a CG solve continues.
         """
         gz, gy, gx, diag, inv_diag = self._pool_args("gz", "gy", "gx", "diag", "inv_diag")
-        hist = self._history(max_newton)
         uold = self._uold if inv_dt != 0 else self.s
         last = len(self.levels) - 1
         rounds = 0
@@ -729,7 +730,7 @@ class MultigridSolver:
                 self.x64, uold, self.D, self.a, self.vmax, self.s, gz, gy, gx, float(km), float(inv_dt), 0,
                 self.r, diag, inv_diag, self._part, self._scal, *self.shape, G_UPDATE, self.gpu_layout,
             )
-            kr.newton_decide(self._scal, hist, float(tol), float(max_newton), float(max_iterations))
+            kr.newton_decide(self._scal, float(tol), float(max_newton), float(max_iterations))
             if self._n_pockets:  # the residual rewrote inv_diag: take the pockets out again
                 cs.mask_pockets(inv_diag, self._pocket_idx, int(self._pocket_idx.shape[0]))
             for lev in range(last):
@@ -748,7 +749,7 @@ class MultigridSolver:
         info.iterations = int(sc[N_ITERS])
         info.relative_residual = float(sc[N_REL])
         info.scaled_residual = float(sc[N_SCALED])
-        info.residual_history += [float(v) for v in hist.to_numpy()[1 : steps + 1]]
+        info.residual_history += [float(v) for v in sc[N_SCAL + 1 : N_SCAL + steps + 1]]
         code = int(sc[N_MSG])
         info.converged = code == MSG_CONVERGED
         info.message = {

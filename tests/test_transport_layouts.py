@@ -231,3 +231,23 @@ def test_flag_checks_and_fused_levels_do_not_change_results(taichi_backend, rng,
         results.append((u, info.iterations, info.residual_history))
     for u, its, hist in results[1:]:
         assert np.array_equal(u, results[0][0]) and its == results[0][1] and hist == results[0][2]
+
+
+def test_register_array_grows_for_long_newton_histories(taichi_backend, rng):
+    """The residual history rides in the register array (read with the last registers); a
+    solve allowed more Newton steps than it holds gets a larger array, same results."""
+    from marrow3d.kernels.solver_plan import HISTORY, N_SCAL
+    from marrow3d.kernels.ti_compat import ti
+    from marrow3d.transport_solver import MultigridSolver
+
+    coeffs = _problem(rng, shape=(17, 9, 11))
+    solver = MultigridSolver(coeffs[0].shape, H_UM, dtype=ti.f64)
+    solver.set_coefficients(*coeffs)
+    runs = []
+    for max_newton in (50, 3 * HISTORY):
+        u = np.zeros(coeffs[0].shape)
+        info = solver.solve(u, 1.0, tol=1e-10, max_newton=max_newton)
+        assert info.converged and len(info.residual_history) == info.newton_iterations + 1
+        runs.append((u, info.residual_history))
+    assert solver._scal.shape[0] == N_SCAL + 3 * HISTORY + 2
+    assert np.array_equal(runs[0][0], runs[1][0]) and runs[0][1] == runs[1][1]
