@@ -241,11 +241,11 @@ class NumpyMarrow:
         t["vessels"] = time.perf_counter() - t0
         t0 = time.perf_counter()
         o2 = m.config.transport.oxygen
-        M.oxygen_metrics(self.fields["oxygen"].astype(np.float32), m.regions, o2.hypoxic_mmHg, o2.severe_hypoxic_mmHg)
-        M.integrity_metrics(self.integrity.astype(np.float32), m.regions, m.floor, m.leak)
+        M.oxygen_metrics(self.fields["oxygen"].astype(np.float32), m.metrics.regions, o2.hypoxic_mmHg, o2.severe_hypoxic_mmHg)
+        M.integrity_metrics(self.integrity.astype(np.float32), m.metrics.regions, m.floor, m.leak)
         for name, f in self.fields.items():
             if name != "oxygen":
-                M.field_region_means(f.astype(np.float32), m.regions, name)
+                M.field_region_means(f.astype(np.float32), m.metrics.regions, name)
         np.bincount(self.cells.ravel(), minlength=codes.N_CELL_TYPES)
         t["metrics"] = time.perf_counter() - t0
         t["total"] = sum(t.values())

@@ -257,7 +257,7 @@ def model_step_times(model, steps: int) -> dict:
 
     wrap(model, "_update_transport", "transport")
     wrap(model.cells, "step", "cells")
-    wrap(model, "_record_metrics", "metrics")
+    wrap(model.metrics, "record", "metrics")
     try:
         model.time_step()  # settle (a first step after a solve benchmark may recompile nothing)
         for v in parts.values():
@@ -288,7 +288,9 @@ def checkpoint_times(model, repeat: int) -> dict:
         w = timed(lambda: paths.append(cp.write(sim)), repeat, warmup=1)
         r = timed(lambda: load_checkpoint(Path(tmp)), repeat, warmup=1)
         size = paths[-1].stat().st_size
-    state = model.prognostic_state()
+    from marrow3d.output.model_state import capture_model_state
+
+    state = capture_model_state(model)
     raw = sum(v.nbytes for v in _arrays(state))
     return {"write": w, "read": r, "state_mib": raw / 2**20, "file_mib": size / 2**20,
             "write_mib_per_s": raw / 2**20 / w["s"], "read_mib_per_s": raw / 2**20 / r["s"]}

@@ -1,8 +1,10 @@
-"""Readouts computed every step from the model state (numpy, deterministic).
+"""The time series of a run: one row of readouts per cell step, recorded from the model state.
 
-Everything here is summed in numpy (pairwise summation, one thread), so the time series are
-bit-identical for any Taichi thread count. The cell lattice's own counters come from integer
-kernels and are exact too.
+:class:`MetricsRecorder` assembles a row (cell counts and niche shares, pO2 statistics,
+vessel integrity, regional field means, plasma levels, solver iterations, disease stage),
+keeps the history and knows every column's unit. The regional statistics are summed in numpy
+(pairwise summation, one thread), so the time series are bit-identical for any Taichi thread
+count. The cell lattice's own counters come from integer kernels and are exact too.
 """
 
 from __future__ import annotations
@@ -10,11 +12,15 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage
 
+from .config.transport import DRUG_AGENTS
 from .kernels import codes
 
-__all__ = ["RegionMasks", "percentiles", "oxygen_metrics", "integrity_metrics", "field_region_means", "disease_stage", "STAGE_NAMES"]
+__all__ = ["MetricsRecorder", "RegionMasks", "percentiles", "oxygen_metrics", "integrity_metrics", "field_region_means",
+           "disease_stage", "metric_unit", "STAGE_NAMES", "PK_AGENTS"]
 
 STAGE_NAMES = {0: "pre-leukemic", 1: "permissive", 2: "self-reinforcing"}
+#: Agents whose plasma level is a column (``plasma_<agent>_uM``), dosed or not.
+PK_AGENTS = ("cytarabine", "daunorubicin", "plerixafor", "deferoxamine")
 
 
 class RegionMasks:
@@ -167,3 +173,117 @@ def disease_stage(leukemic_fraction: float, arteriole_integrity: float, stages) 
     if leukemic_fraction >= stages.permissive_leukemic_fraction:
         return 1
     return 0
+
+
+def metric_unit(name: str) -> str:
+    """Unit of the time-series column ``name`` (``/timeseries/<name>`` attribute ``units``)."""
+    if name == "time_h":
+        return "h"
+    if name.endswith("_mmHg"):
+        return "mmHg"
+    if name.endswith("_uM") or "_tissue_uM_" in name:
+        return "uM"
+    if "_uM_h_" in name:
+        return "uM h (summed over cells)"
+    if name.startswith("cell_hours_"):
+        return "cell h"
+    if name.startswith("signal_mean"):
+        return "su"
+    if name == "stage":
+        return "0 pre-leukemic, 1 permissive, 2 self-reinforcing"
+    if "fraction" in name or "share" in name or "integrity" in name or "factor" in name or "multiplier" in name or name == "dfo_protection":
+        return "1"
+    return "count"
+
+
+class MetricsRecorder:
+    """The time series of one model: a row of readouts per step, and the history so far.
+
+    Parameters
+    ----------
+    model : MarrowModel
+        The model whose readouts are recorded; its anatomy defines the metric regions
+        (:class:`RegionMasks`, band ``stages.endosteal_band_um``).
+
+    Attributes
+    ----------
+    history : dict of str to list of float
+        One list per column, one entry per recorded step (the ``/timeseries`` datasets).
+    """
+
+    def __init__(self, model) -> None:
+        cfg = model.config
+        self.regions = RegionMasks(model.anatomy.tissue, model.voxel_um, cfg.stages.endosteal_band_um)
+        self.history: dict[str, list[float]] = {}
+
+    # ------------------------------------------------------------------ one row
+    def row(self, model) -> dict[str, float]:
+        """One row of readouts for the model's current state (see :meth:`units`)."""
+        t_mid = model.pk_time(model.clock.time_h)
+        cfg = model.config
+        o2 = cfg.transport.oxygen
+        m: dict[str, float] = {"time_h": model.clock.time_h}
+        cm = model.cells.metrics(model.tissue, model.niche)
+        m.update({k: float(v) for k, v in cm.items() if k != "step_index"})
+        cells_total = sum(cm[f"count_{n}"] for n in ("hsc", "progenitor", "lsc", "blast"))
+        leuk = cm["count_lsc"] + cm["count_blast"]
+        m["cells_total"] = float(cells_total)
+        m["leukemic_fraction"] = leuk / cells_total if cells_total else 0.0
+        functional = sum(cm[f"niche_{k}_functional"] for k in ("endosteal", "perivascular"))
+        held_hsc = sum(cm[f"niche_{k}_hsc"] for k in ("endosteal", "perivascular"))
+        held_lsc = sum(cm[f"niche_{k}_lsc"] for k in ("endosteal", "perivascular"))
+        slots = sum(cm[f"niche_{k}_slots"] for k in ("endosteal", "perivascular"))
+        m["hsc_niche_share"] = held_hsc / slots if slots else 0.0
+        m["lsc_niche_share"] = held_lsc / slots if slots else 0.0
+        m["functional_niche_fraction"] = functional / slots if slots else 0.0
+        m.update(oxygen_metrics(model.fields["oxygen"].to_numpy(), self.regions, o2.hypoxic_mmHg, o2.severe_hypoxic_mmHg))
+        m.update(integrity_metrics(model.integrity.to_numpy(), self.regions, model.floor, model.leak))
+        m.update(field_region_means(model.fields["signal"].to_numpy(), self.regions, "signal"))
+        for agent in DRUG_AGENTS:
+            if agent in model.fields:
+                m.update(field_region_means(model.fields[agent].to_numpy(), self.regions, f"{agent}_tissue_uM"))
+        for agent in PK_AGENTS:
+            m[f"plasma_{agent}_uM"] = float(model.pk.concentration_uM(agent, t_mid)) if cfg.therapy.uses(agent) else 0.0
+        m["niche_release_multiplier"] = float(model.pk.niche_release_multiplier(t_mid))
+        m["dfo_protection"] = float(model.pk.vessel_loss_protection(t_mid))
+        for name, its in model.solve_iterations.items():
+            m[f"solver_iterations_{name}"] = float(its)
+        m["stage"] = float(disease_stage(m["leukemic_fraction"], m["arteriole_mean_integrity"], cfg.stages))
+        return m
+
+    def record(self, model) -> None:
+        """Append the current row to the history."""
+        row = self.row(model)
+        if not self.history:
+            self.history = {k: [] for k in row}
+        for k in self.history:
+            self.history[k].append(row.get(k, float("nan")))
+
+    # ------------------------------------------------------------------ history
+    def units(self) -> dict[str, str]:
+        """Every column with its unit (the columns of ``/timeseries``)."""
+        return {k: metric_unit(k) for k in self.history}
+
+    def history_arrays(self) -> dict[str, np.ndarray]:
+        """The history as float64 arrays."""
+        return {k: np.asarray(v, dtype=np.float64) for k, v in self.history.items()}
+
+    def __len__(self) -> int:
+        return len(self.history.get("time_h", []))
+
+    def restore(self, history: dict, model) -> None:
+        """Replace the history by a checkpoint's; columns the model now adds (a branch's new
+        drug) are NaN before the branch point."""
+        self.history = {k: [float(x) for x in np.asarray(v)] for k, v in history.items()}
+        n = len(self)
+        for k in self.row(model):
+            if k not in self.history:
+                self.history[k] = [float("nan")] * n
+
+    def summary(self) -> str:
+        """A short live readout of the newest row (for a progress display)."""
+        h = self.history
+        stage = int(h["stage"][-1])
+        return (f"LSC {int(h['count_lsc'][-1])} blast {int(h['count_blast'][-1])} "
+                f"HSC {int(h['count_hsc'][-1])} | pO2 {h['o2_mean_mmHg'][-1]:.1f} mmHg | "
+                f"{STAGE_NAMES[stage]}")

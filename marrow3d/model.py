@@ -10,8 +10,9 @@ A step of ``dt`` hours runs, in this order (model-brief sections 3-6):
 4. **vessels**: integrity loss driven by the signal, regeneration, deferoxamine protection;
 5. **metrics**: one row of the time series.
 
-The model does no I/O and has no stop logic: :class:`marrow3d.simulation.Simulation` drives it
-and the output writers read it.
+The model does no I/O and has no stop logic: :class:`marrow3d.simulation.Simulation` drives it,
+:class:`marrow3d.metrics.MetricsRecorder` (``model.metrics``) keeps its time series, and the
+output layer reads and restores its state (:mod:`marrow3d.output.model_state`).
 """
 
 from __future__ import annotations
@@ -25,11 +26,11 @@ import numpy as np
 from .config import SimulationConfig
 from .config.transport import DRUG_AGENTS
 from .errors import NonFiniteError
-from .kernels.cells import LODGED, CellLattice
+from .kernels.cells import CellLattice
 from .transport_solver import MultigridSolver
 from .kernels.ti_compat import ti
 from .kernels.vessels import update_integrity
-from .metrics import RegionMasks, disease_stage, field_region_means, integrity_metrics, oxygen_metrics
+from .metrics import MetricsRecorder
 from .pharmacology import PlasmaPK
 from .transport import FieldSolver, drug_tables, oxygen_tables, signal_tables
 
@@ -37,8 +38,8 @@ __all__ = ["Clock", "MarrowModel", "FIELD_UNITS"]
 
 log = logging.getLogger(__name__)
 
+#: Units of the transport fields.
 FIELD_UNITS = {"oxygen": "mmHg", "signal": "su", "cytarabine": "uM", "daunorubicin": "uM"}
-PK_AGENTS = ("cytarabine", "daunorubicin", "plerixafor", "deferoxamine")
 
 
 @dataclass
@@ -125,14 +126,13 @@ class MarrowModel:
         self.drug_active = {a: False for a in self.drugs}
         self.solve_iterations: dict[str, int] = {}
 
-        # metrics -----------------------------------------------------------------------
-        self.regions = RegionMasks(anatomy.tissue, self.voxel_um, config.stages.endosteal_band_um)
-        self.history: dict[str, list[float]] = {}
-        self._update_transport(self._pk_time(0.0), first=True)
-        self._record_metrics()
+        # readouts ----------------------------------------------------------------------
+        self.metrics = MetricsRecorder(self)
+        self._update_transport(self.pk_time(0.0), first=True)
+        self.metrics.record(self)
 
     # ------------------------------------------------------------------ stepping
-    def _pk_time(self, t0_h: float) -> float:
+    def pk_time(self, t0_h: float) -> float:
         """PK-driven quantities are evaluated at the middle of the step (midpoint rule)."""
         return t0_h + 0.5 * self.clock.dt_h
 
@@ -161,7 +161,7 @@ class MarrowModel:
         """Advance the model by one cell step of ``clock.dt_h`` hours."""
         dt = self.clock.dt_h
         t0 = self.clock.time_h
-        t_mid = self._pk_time(t0)
+        t_mid = self.pk_time(t0)
         # 1-2. PK and transport
         self._update_transport(t_mid)
         # 3. cells: transplants home first, then the lattice rules
@@ -179,9 +179,9 @@ class MarrowModel:
         # 4. vessels
         update_integrity(self.tissue, self.integrity, self.fields["signal"], self.config.vessels.kernel_params(),
                          dt_hours=dt, dfo_protection=float(np.clip(self.pk.vessel_loss_protection(t_mid), 0.0, 1.0)))
-        # 5. clock and metrics
+        # 5. clock and readouts
         self.clock.iteration += 1
-        self._record_metrics()
+        self.metrics.record(self)
 
     def check_finite(self) -> None:
         """Raise NonFiniteError when any field holds NaN or Inf."""
@@ -191,183 +191,18 @@ class MarrowModel:
                 bad = int(np.count_nonzero(~np.isfinite(arr)))
                 raise NonFiniteError(f"field {name!r} holds {bad} non-finite values at step {self.clock.iteration}")
 
-    # ------------------------------------------------------------------ metrics
-    def current_metrics(self) -> dict[str, float]:
-        """One row of readouts for the current state (see ``metric_units`` for units)."""
-        t_mid = self._pk_time(self.clock.time_h)
-        o2 = self.config.transport.oxygen
-        m: dict[str, float] = {"time_h": self.clock.time_h}
-        cm = self.cells.metrics(self.tissue, self.niche)
-        m.update({k: float(v) for k, v in cm.items() if k != "step_index"})
-        cells_total = sum(cm[f"count_{n}"] for n in ("hsc", "progenitor", "lsc", "blast"))
-        leuk = cm["count_lsc"] + cm["count_blast"]
-        m["cells_total"] = float(cells_total)
-        m["leukemic_fraction"] = leuk / cells_total if cells_total else 0.0
-        functional = sum(cm[f"niche_{k}_functional"] for k in ("endosteal", "perivascular"))
-        held_hsc = sum(cm[f"niche_{k}_hsc"] for k in ("endosteal", "perivascular"))
-        held_lsc = sum(cm[f"niche_{k}_lsc"] for k in ("endosteal", "perivascular"))
-        slots = sum(cm[f"niche_{k}_slots"] for k in ("endosteal", "perivascular"))
-        m["hsc_niche_share"] = held_hsc / slots if slots else 0.0
-        m["lsc_niche_share"] = held_lsc / slots if slots else 0.0
-        m["functional_niche_fraction"] = functional / slots if slots else 0.0
-        m.update(oxygen_metrics(self.fields["oxygen"].to_numpy(), self.regions, o2.hypoxic_mmHg, o2.severe_hypoxic_mmHg))
-        m.update(integrity_metrics(self.integrity.to_numpy(), self.regions, self.floor, self.leak))
-        m.update(field_region_means(self.fields["signal"].to_numpy(), self.regions, "signal"))
-        for agent in DRUG_AGENTS:
-            if agent in self.fields:
-                m.update(field_region_means(self.fields[agent].to_numpy(), self.regions, f"{agent}_tissue_uM"))
-        for agent in PK_AGENTS:
-            m[f"plasma_{agent}_uM"] = float(self.pk.concentration_uM(agent, t_mid)) if self.config.therapy.uses(agent) else 0.0
-        m["niche_release_multiplier"] = float(self.pk.niche_release_multiplier(t_mid))
-        m["dfo_protection"] = float(self.pk.vessel_loss_protection(t_mid))
-        for name, its in self.solve_iterations.items():
-            m[f"solver_iterations_{name}"] = float(its)
-        m["stage"] = float(disease_stage(m["leukemic_fraction"], m["arteriole_mean_integrity"], self.config.stages))
-        return m
-
-    def _record_metrics(self) -> None:
-        row = self.current_metrics()
-        if not self.history:
-            self.history = {k: [] for k in row}
-        for k in self.history:
-            self.history[k].append(row.get(k, float("nan")))
-
-    def metric_units(self) -> dict[str, str]:
-        """Every time-series name with its unit (the columns of ``/timeseries``)."""
-        return {k: _metric_unit(k) for k in self.history}
-
-    def history_arrays(self) -> dict[str, np.ndarray]:
-        return {k: np.asarray(v, dtype=np.float64) for k, v in self.history.items()}
-
-    def history_time(self) -> list[float]:
-        return self.history["time_h"]
+    # ------------------------------------------------------------------ readouts
+    @property
+    def history(self) -> dict[str, list[float]]:
+        """The time series so far (``self.metrics.history``): column -> one value per step."""
+        return self.metrics.history
 
     def progress_summary(self) -> str:
-        """A short live readout for the progress bar."""
-        h = self.history
-        stage = int(h["stage"][-1])
-        return (f"LSC {int(h['count_lsc'][-1])} blast {int(h['count_blast'][-1])} "
-                f"HSC {int(h['count_hsc'][-1])} | pO2 {h['o2_mean_mmHg'][-1]:.1f} mmHg | "
-                f"{['pre-leukemic', 'permissive', 'self-reinforcing'][stage]}")
-
-    # ------------------------------------------------------------------ arrays for writers
-    def array_names(self) -> list[str]:
-        return [*self.fields, "cells", "lodged", "integrity"]
-
-    def has_array(self, name: str) -> bool:
-        return name in self.array_names() or name in self.final_state_spec()
-
-    def get_array(self, name: str) -> np.ndarray:
-        """A state array by name (``oxygen``, ``cells``, ``lodged``, ``integrity``, ``fields/x``...)."""
-        if name.startswith("fields/"):
-            name = name.split("/", 1)[1]
-        if name in self.fields:
-            return self.fields[name].to_numpy()
-        if name == "cells":
-            return self.cells.cells.to_numpy()
-        if name == "lodged":
-            return (self.cells.flags.to_numpy() & LODGED).astype(np.uint8)
-        if name in ("integrity", "vessel_integrity"):
-            return self.integrity.to_numpy()
-        raise KeyError(f"no array named {name!r}")
-
-    def array_dtype(self, name: str) -> np.dtype:
-        return np.dtype(np.uint8) if name in ("cells", "lodged") else (
-            np.dtype(np.float32) if name == "integrity" else np.dtype(self.np_dtype))
-
-    def array_units(self, name: str) -> str:
-        if name in FIELD_UNITS:
-            return FIELD_UNITS[name]
-        return {"cells": "code", "lodged": "flag", "integrity": "1"}.get(name, "")
-
-    def final_state_spec(self) -> dict[str, tuple[str, str]]:
-        """Datasets of ``/state`` in run.h5: path -> (dtype, units)."""
-        spec = {"cells": ("u1", "code"), "lodged": ("u1", "flag"), "vessel_integrity": ("f4", "1")}
-        for name in self.fields:
-            spec[f"fields/{name}"] = ("f4", FIELD_UNITS[name])
-        return spec
-
-    # ------------------------------------------------------------------ checkpoint protocol
-    def prognostic_state(self) -> dict:
-        """Everything needed to continue bit-for-bit (see docs/file-format.md)."""
-        return {
-            "anatomy": {
-                "tissue": self.tissue.to_numpy(),
-                "niche": self.niche.to_numpy(),
-                "voxel_um": self.voxel_um,
-                "origin_um": np.asarray(self.anatomy.origin_um, dtype=np.float64),
-            },
-            "cells": self.cells.get_state(),
-            "vessel_integrity": self.integrity.to_numpy(),
-            "fields": {name: f.to_numpy() for name, f in self.fields.items()},
-            "drug_active": {a: bool(v) for a, v in self.drug_active.items()},
-            "solve_iterations": {k: int(v) for k, v in self.solve_iterations.items()},
-            "clock": {"iteration": int(self.clock.iteration), "dt_h": float(self.clock.dt_h)},
-            "history": self.history_arrays(),
-        }
-
-    def restore_prognostic_state(self, state: dict) -> None:
-        """Load a state written by :meth:`prognostic_state` (shapes are checked)."""
-        from .errors import CheckpointError
-
-        def check(name, arr, dtype=None):
-            arr = np.asarray(arr)
-            if arr.shape != self.shape:
-                raise CheckpointError(f"checkpoint dataset {name} has shape {arr.shape}, expected {self.shape}")
-            return arr if dtype is None else arr.astype(dtype, copy=False)
-
-        anat = state["anatomy"]
-        self.tissue.from_numpy(check("anatomy/tissue", anat["tissue"], np.uint8))
-        self.niche.from_numpy(check("anatomy/niche", anat["niche"], np.uint8))
-        self.integrity.from_numpy(check("vessel_integrity", state["vessel_integrity"], np.float32))
-        for name, f in self.fields.items():
-            if name not in state["fields"]:
-                if name in self.drugs:  # a branch dosing a drug its parent never used: it was 0
-                    f.fill(0)
-                    continue
-                raise CheckpointError(f"checkpoint has no field {name!r}")
-            f.from_numpy(check(f"fields/{name}", state["fields"][name], self.np_dtype))
-        cells = state["cells"]
-        for key in ("cells", "flags", "generation"):
-            check(f"cells/{key}", cells[key])
-        self.cells.set_state(cells)
-        self.drug_active = {a: bool(state.get("drug_active", {}).get(a, False)) for a in self.drugs}
-        self.solve_iterations = {k: int(v) for k, v in state.get("solve_iterations", {}).items()}
-        for agent in self.drugs:
-            self.solve_iterations.setdefault(agent, 0)
-        clock = state["clock"]
-        if abs(float(clock["dt_h"]) - self.clock.dt_h) > 1e-12:
-            raise CheckpointError(f"checkpoint cell step {clock['dt_h']} h differs from the config's {self.clock.dt_h} h")
-        self.clock.iteration = int(clock["iteration"])
-        hist = state["history"]
-        self.history = {k: [float(x) for x in np.asarray(v)] for k, v in hist.items()}
-        # A branch may add readouts (a new drug's tissue levels): NaN before the branch point.
-        n = len(self.history.get("time_h", []))
-        for k in self.current_metrics():
-            if k not in self.history:
-                self.history[k] = [float("nan")] * n
+        """A short live readout for the progress display."""
+        return self.metrics.summary()
 
     def __repr__(self) -> str:
         nz, ny, nx = self.shape
         return (f"MarrowModel({nz}x{ny}x{nx} voxels of {self.voxel_um} um, step {self.clock.iteration}, "
                 f"t = {self.clock.time_h / 24:.2f} d, fields {list(self.fields)}, {self.dtype})")
 
-
-def _metric_unit(name: str) -> str:
-    if name == "time_h":
-        return "h"
-    if name.endswith("_mmHg"):
-        return "mmHg"
-    if name.endswith("_uM") or "_tissue_uM_" in name:
-        return "uM"
-    if "_uM_h_" in name:
-        return "uM h (summed over cells)"
-    if name.startswith("cell_hours_"):
-        return "cell h"
-    if name.startswith("signal_mean"):
-        return "su"
-    if name == "stage":
-        return "0 pre-leukemic, 1 permissive, 2 self-reinforcing"
-    if "fraction" in name or "share" in name or "integrity" in name or "factor" in name or "multiplier" in name or name == "dfo_protection":
-        return "1"
-    return "count"

@@ -3,7 +3,7 @@
 The byte counts are not a guess: they mirror, array by array, what a
 :class:`~marrow3d.model.MarrowModel` allocates, and ``tests/test_memory.py`` builds models
 and checks them against the sum of the real allocations (the per-voxel arrays of
-``model.prognostic_state()``, and every Taichi field and ndarray of the solver, the cell
+the checkpoint tree (``capture_model_state``), and every Taichi field and ndarray of the solver, the cell
 lattice and the model found by walking their attributes).
 
 Per voxel, float32 fields (the default), ``d`` dosed drugs (0, 1 or 2):

@@ -367,13 +367,15 @@ def _model_from_checkpoint(cfg: SimulationConfig, state: dict, out_dir: Path):
 def _restored(cfg: SimulationConfig, state: dict, out_dir: Path, backend_name: str, source: str, *,
               resume: bool, progress: bool):
     """Model and Simulation restored from a checked checkpoint; what still fails is one line."""
+    from .output.model_state import restore_model_state
+
     try:
         model = _model_from_checkpoint(cfg, state, out_dir)
         sim = build_simulation(model, cfg, out_dir, backend_name, resume=resume, progress=progress)
         if resume:
             sim.restore_prognostic_state(state)
         else:
-            model.restore_prognostic_state(state["model"])
+            restore_model_state(model, state["model"])
     except Marrow3DError:
         raise
     except (KeyError, ValueError, TypeError, IndexError) as exc:

@@ -53,8 +53,9 @@ class Simulation:
     Parameters
     ----------
     model : MarrowModel
-        Anything with ``clock`` (``iteration``, ``time_h``), ``time_step()``,
-        ``check_finite()``, ``prognostic_state()`` and ``restore_prognostic_state()``.
+        Anything with ``clock`` (``iteration``, ``time_h``), ``time_step()`` and
+        ``check_finite()``; its checkpoint state is read and restored by
+        :mod:`marrow3d.output.model_state`.
     stop_time_h : float
         Stop once simulated time reaches this many hours (inf: no limit).
     stop_iteration : int, optional
@@ -104,14 +105,18 @@ class Simulation:
     # ------------------------------------------------------------------ checkpoint protocol
     def prognostic_state(self) -> dict:
         """Everything needed to continue: the model's state and every schedule's counters."""
+        from .output.model_state import capture_model_state
+
         return {
-            "model": self.model.prognostic_state(),
+            "model": capture_model_state(self.model),
             "writers": {k: w.prognostic_state() for k, w in self.output_writers.items()},
             "callbacks": {k: c.prognostic_state() for k, c in self.callbacks.items()},
         }
 
     def restore_prognostic_state(self, state: dict) -> None:
-        self.model.restore_prognostic_state(state["model"])
+        from .output.model_state import restore_model_state
+
+        restore_model_state(self.model, state["model"])
         for k, w in self.output_writers.items():
             if k in state.get("writers", {}):
                 w.restore_prognostic_state(state["writers"][k])

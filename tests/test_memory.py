@@ -2,7 +2,8 @@
 
 The model is built, then every Taichi field and ndarray reachable from it (model, transport
 solver and its levels, cell lattice, field solvers) is found by walking attributes, and its
-bytes are summed; the prognostic state is summed from ``model.prognostic_state()``. The
+bytes are summed; the prognostic state is summed from the model's checkpoint tree
+(``capture_model_state``). The
 estimate used to refuse grids before any work must equal those sums.
 """
 
@@ -97,7 +98,9 @@ def test_estimate_equals_the_real_allocations(taichi_backend, shape, drugs, prec
     est = estimate_memory(shape, precision, drugs=drugs)
 
     # prognostic state: the per-voxel arrays a checkpoint holds
-    state = _state_arrays_bytes(model.prognostic_state(), shape)
+    from marrow3d.output.model_state import capture_model_state
+
+    state = _state_arrays_bytes(capture_model_state(model), shape)
     assert state == est.state_bytes == n * state_bytes_per_voxel(precision, drugs)
 
     # device: every Taichi allocation reachable from the model
@@ -121,7 +124,7 @@ def test_estimate_equals_the_real_allocations(taichi_backend, shape, drugs, prec
     # host: the anatomy copy and the metric region masks stay within the bound
     anat = model.anatomy
     host = anat.tissue.nbytes + anat.niche.nbytes + np.asarray(anat.integrity, np.float32).nbytes
-    host += model.regions.nbytes()
+    host += model.metrics.regions.nbytes()
     assert host <= est.host_bytes
 
 

@@ -50,7 +50,7 @@ def test_step_advances_clock_and_history(tiny_model):
     assert tiny_model.clock.iteration == it + 1
     assert tiny_model.history["time_h"][-1] == pytest.approx(tiny_model.clock.time_h)
     assert all(len(v) == n + 1 for v in tiny_model.history.values())
-    o2 = tiny_model.get_array("oxygen")
+    o2 = tiny_model.fields["oxygen"].to_numpy()
     assert np.all(o2 >= 0)
     marrow = tiny_model.anatomy.tissue == 0
     assert o2[marrow].max() < 32.0  # Spencer 2014: < 32 mmHg everywhere in the tissue
