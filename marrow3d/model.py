@@ -32,6 +32,7 @@ from .kernels.ti_compat import ti
 from .kernels.vessels import update_integrity
 from .metrics import MetricsRecorder
 from .pharmacology import PlasmaPK
+from .profiling import NULL_PROBE
 from .transport import FieldSolver, drug_tables, oxygen_tables, signal_tables
 
 __all__ = ["Clock", "MarrowModel", "FIELD_UNITS"]
@@ -80,6 +81,8 @@ class MarrowModel:
         self.shape = tuple(int(n) for n in anatomy.shape)
         self.voxel_um = float(anatomy.voxel_um)
         self.clock = Clock(0, config.run.cell_step_hours)
+        #: Phase probe (``marrow3d.profiling``): a no-op unless a profiler is installed.
+        self.probe = NULL_PROBE
         self.dtype = ti.f64 if config.run.precision == "float64" else ti.f32
         self.np_dtype = np.float64 if config.run.precision == "float64" else np.float32
         self.floor = config.vessels.integrity_floor
@@ -128,7 +131,7 @@ class MarrowModel:
 
         # readouts ----------------------------------------------------------------------
         self.metrics = MetricsRecorder(self)
-        self._update_transport(self.pk_time(0.0), first=True)
+        self._update_transport(self._plasma(0.0), first=True)
         self.metrics.record(self)
 
     # ------------------------------------------------------------------ stepping
@@ -136,19 +139,37 @@ class MarrowModel:
         """PK-driven quantities are evaluated at the middle of the step (midpoint rule)."""
         return t0_h + 0.5 * self.clock.dt_h
 
-    def _update_transport(self, t_mid: float, first: bool = False) -> None:
-        t0 = t_mid - 0.5 * self.clock.dt_h
+    def _plasma(self, t0_h: float) -> dict:
+        """PK of the step starting at ``t0_h``: whether each dosed drug is present during the
+        step and its plasma level at the midpoint, the niche-release multiplier and the
+        deferoxamine protection (pure functions of time)."""
+        t_mid = self.pk_time(t0_h)
+        t0 = t_mid - 0.5 * self.clock.dt_h  # as the solves always did (bitwise the same times)
         t1 = t0 + self.clock.dt_h
+        drugs = {}
+        for a in self.drugs:
+            present = self.pk.is_present(a, t0, t1)
+            drugs[a] = (present, float(self.pk.concentration_uM(a, t_mid)) if present else 0.0)
+        return {
+            "drugs": drugs,
+            "release_multiplier": float(self.pk.niche_release_multiplier(t_mid)),
+            "dfo_protection": float(np.clip(self.pk.vessel_loss_protection(t_mid), 0.0, 1.0)),
+            "transplanted": self.config.therapy.transplanted_cells_between(t0_h, t0_h + self.clock.dt_h),
+        }
+
+    def _update_transport(self, plasma: dict, first: bool = False) -> None:
         args = (self.tissue, self.cells.cells, self.integrity)
         for name in ("oxygen", "signal"):
-            info = self.field_solvers[name].solve(self.solver, self.fields[name], *args)
+            with self.probe.phase(f"solve:{name}"):
+                info = self.field_solvers[name].solve(self.solver, self.fields[name], *args)
             self.solve_iterations[name] = info.iterations
         for agent in self.drugs:
-            present = self.pk.is_present(agent, t0, t1)
+            present, level = plasma["drugs"][agent]
             if present:
                 fs = self.field_solvers[agent]
-                fs.set_blood_level(float(self.pk.concentration_uM(agent, t_mid)))
-                info = fs.solve(self.solver, self.fields[agent], *args)
+                fs.set_blood_level(level)
+                with self.probe.phase(f"solve:{agent}"):
+                    info = fs.solve(self.solver, self.fields[agent], *args)
                 self.solve_iterations[agent] = info.iterations
             elif self.drug_active[agent] or first:
                 self.fields[agent].fill(0)  # absent: the field is exactly zero and not solved
@@ -159,29 +180,34 @@ class MarrowModel:
 
     def time_step(self) -> None:
         """Advance the model by one cell step of ``clock.dt_h`` hours."""
+        probe = self.probe
         dt = self.clock.dt_h
         t0 = self.clock.time_h
-        t_mid = self.pk_time(t0)
-        # 1-2. PK and transport
-        self._update_transport(t_mid)
+        # 1. PK
+        with probe.phase("pk"):
+            plasma = self._plasma(t0)
+        # 2. transport
+        self._update_transport(plasma)
         # 3. cells: transplants home first, then the lattice rules
-        n_tx = self.config.therapy.transplanted_cells_between(t0, t0 + dt)
-        if n_tx:
-            placed = self.cells.home_hsc(n_tx, self.tissue, self.niche, self.integrity, integrity_floor=self.floor)
-            log.info("day %.2f: %d of %d transplanted HSCs homed to free niche slots", t0 / 24, placed, n_tx)
-        self.cells.step(
-            self.tissue, self.niche, self.integrity, self.fields["oxygen"],
-            self.fields["cytarabine"] if self.drug_active.get("cytarabine") else None,
-            self.fields["daunorubicin"] if self.drug_active.get("daunorubicin") else None,
-            dt_hours=dt, integrity_floor=self.floor,
-            release_multiplier=float(self.pk.niche_release_multiplier(t_mid)),
-        )
+        with probe.phase("cells"):
+            n_tx = plasma["transplanted"]
+            if n_tx:
+                placed = self.cells.home_hsc(n_tx, self.tissue, self.niche, self.integrity, integrity_floor=self.floor)
+                log.info("day %.2f: %d of %d transplanted HSCs homed to free niche slots", t0 / 24, placed, n_tx)
+            self.cells.step(
+                self.tissue, self.niche, self.integrity, self.fields["oxygen"],
+                self.fields["cytarabine"] if self.drug_active.get("cytarabine") else None,
+                self.fields["daunorubicin"] if self.drug_active.get("daunorubicin") else None,
+                dt_hours=dt, integrity_floor=self.floor, release_multiplier=plasma["release_multiplier"],
+            )
         # 4. vessels
-        update_integrity(self.tissue, self.integrity, self.fields["signal"], self.config.vessels.kernel_params(),
-                         dt_hours=dt, dfo_protection=float(np.clip(self.pk.vessel_loss_protection(t_mid), 0.0, 1.0)))
+        with probe.phase("vessels"):
+            update_integrity(self.tissue, self.integrity, self.fields["signal"], self.config.vessels.kernel_params(),
+                             dt_hours=dt, dfo_protection=plasma["dfo_protection"])
         # 5. clock and readouts
         self.clock.iteration += 1
-        self.metrics.record(self)
+        with probe.phase("readouts"):
+            self.metrics.record(self)
 
     def check_finite(self) -> None:
         """Raise NonFiniteError when any field holds NaN or Inf."""

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 from .errors import NonFiniteError, OutputError
+from .profiling import NULL_PROBE
 
 __all__ = ["Simulation", "Callback", "RunStatus"]
 
@@ -82,6 +83,8 @@ class Simulation:
         self.progress = progress or None
         self.output_writers: dict[str, Any] = {}
         self.callbacks: dict[str, Callback] = {}
+        #: Phase probe (``marrow3d.profiling``): a no-op unless a profiler is installed.
+        self.probe = NULL_PROBE
         self._wall_start = 0.0
 
     # ------------------------------------------------------------------ configuration
@@ -167,6 +170,7 @@ class Simulation:
                 sched.prime(self.model)
         reason = "finished"
         progress = self.progress
+        probe = self.probe
         try:
             if progress is not None:
                 progress.start(self)
@@ -177,13 +181,18 @@ class Simulation:
                         reason = stop
                         break
                     self.model.time_step()
-                    self.model.check_finite()
-                    for c in self.callbacks.values():
-                        if c.schedule(self.model):
-                            c.func(self)
-                    for w in self.output_writers.values():
-                        if w.schedule(self.model):
-                            w.write(self)
+                    with probe.phase("finite"):
+                        self.model.check_finite()
+                    wrote = False
+                    with probe.phase("output"):
+                        for c in self.callbacks.values():
+                            if c.schedule(self.model):
+                                c.func(self)
+                        for w in self.output_writers.values():
+                            if w.schedule(self.model):
+                                w.write(self)
+                                wrote = True
+                    probe.step_done(wrote)
                     if progress is not None:
                         progress.update(self)
             finally:
