@@ -28,9 +28,7 @@ from __future__ import annotations
 import numpy as np
 
 from .config.transport import DRUG_AGENTS
-from .kernels import readouts as R
-from .kernels.cells_metrics import READOUT_LAYOUT, write_readouts
-from .kernels.ti_compat import is_gpu_arch, ti
+from .kernels.codes import REGION_ARTERIOLE, REGION_CENTRAL, REGION_ENDOSTEAL, REGION_SINUSOID
 from .regions import region_codes
 
 __all__ = ["MetricsRecorder", "disease_stage", "metric_unit", "percentile_ranks", "interpolate_percentiles",
@@ -42,10 +40,12 @@ PK_AGENTS = ("cytarabine", "daunorubicin", "plerixafor", "deferoxamine")
 #: pO2 percentiles over the marrow (columns ``o2_p05_mmHg`` ...).
 O2_PERCENTILES = (5, 50, 95)
 
-_ENDO = R.region_mask(R.REGION_ENDOSTEAL)
-_CENTRAL = R.region_mask(R.REGION_CENTRAL)
-_ARTERIOLE = R.region_mask(R.REGION_ARTERIOLE)
-_SINUSOID = R.region_mask(R.REGION_SINUSOID)
+# Region sets (bit masks of region codes, ``kernels.readouts.region_mask``).
+_ENDO = 1 << REGION_ENDOSTEAL
+_CENTRAL = 1 << REGION_CENTRAL
+_MARROW = _ENDO | _CENTRAL
+_ARTERIOLE = 1 << REGION_ARTERIOLE
+_SINUSOID = 1 << REGION_SINUSOID
 
 
 def disease_stage(leukemic_fraction: float, arteriole_integrity: float, stages) -> int:
@@ -145,12 +145,19 @@ class MetricsRecorder:
     """
 
     def __init__(self, model, *, gpu_layout: bool | None = None) -> None:
+        # The kernel modules are imported here, not at the top: STAGE_NAMES and metric_unit
+        # are read by the analysis of saved runs, which needs no kernel compiler.
+        from .kernels import readouts as R
+        from .kernels.cells_metrics import READOUT_LAYOUT
+        from .kernels.ti_compat import is_gpu_arch, ti
+
+        self._layout = READOUT_LAYOUT
         cfg = model.config
         self.gpu_layout = is_gpu_arch() if gpu_layout is None else bool(gpu_layout)
         codes = region_codes(model.anatomy.tissue, model.voxel_um, cfg.stages.endosteal_band_um)
         self.region_sizes = {name: int(np.count_nonzero(codes == c)) for name, c in (
-            ("endosteal", R.REGION_ENDOSTEAL), ("central", R.REGION_CENTRAL),
-            ("arteriole", R.REGION_ARTERIOLE), ("sinusoid", R.REGION_SINUSOID))}
+            ("endosteal", REGION_ENDOSTEAL), ("central", REGION_CENTRAL),
+            ("arteriole", REGION_ARTERIOLE), ("sinusoid", REGION_SINUSOID))}
         self.region_sizes["marrow"] = self.region_sizes["endosteal"] + self.region_sizes["central"]
         self.region = ti.ndarray(ti.u8, shape=model.shape)
         self.region.from_numpy(codes)
@@ -175,15 +182,17 @@ class MetricsRecorder:
 
     def _field_reductions(self, model) -> dict:
         """What is reduced of each field: name -> (field, sums, counts, order statistics)."""
+        from .kernels import readouts as R
+
         o2 = model.config.transport.oxygen
-        marrow_means = (R.SumSpec(R.MARROW), R.SumSpec(_ENDO), R.SumSpec(_CENTRAL))
+        marrow_means = (R.SumSpec(_MARROW), R.SumSpec(_ENDO), R.SumSpec(_CENTRAL))
         n_marrow = self.region_sizes["marrow"]
         self._o2_ranks = percentile_ranks(n_marrow, O2_PERCENTILES) if n_marrow else ()
         specs = {
             "oxygen": (model.fields["oxygen"], marrow_means,
                        (R.CountSpec(_ENDO, o2.hypoxic_mmHg), R.CountSpec(_ENDO, o2.severe_hypoxic_mmHg),
                         R.CountSpec(_CENTRAL, o2.hypoxic_mmHg), R.CountSpec(_CENTRAL, o2.severe_hypoxic_mmHg)),
-                       R.OrderSpec(R.MARROW, self._o2_ranks) if n_marrow else None),
+                       R.OrderSpec(_MARROW, self._o2_ranks) if n_marrow else None),
             "integrity": (model.integrity,
                           (R.SumSpec(_ARTERIOLE, ((R.VALUE, 0.0, 0.0), (R.EXCHANGE_FACTOR, model.floor, model.leak[1]))),
                            R.SumSpec(_SINUSOID, ((R.VALUE, 0.0, 0.0), (R.EXCHANGE_FACTOR, model.floor, model.leak[2])))),
@@ -198,6 +207,8 @@ class MetricsRecorder:
     # ------------------------------------------------------------------ one row
     def reduce(self, model) -> np.ndarray:
         """Run every reduction of the current state and read the results back (one transfer)."""
+        from .kernels.cells_metrics import write_readouts
+
         write_readouts(model.cells, model.tissue, model.niche, self.values, self._cells_offset, self.gpu_layout)
         for name, red in self._reductions.items():
             if name in model.drug_active and not model.drug_active[name]:
@@ -211,7 +222,7 @@ class MetricsRecorder:
         t_mid = model.pk_time(model.clock.time_h)
         cfg = model.config
         m: dict[str, float] = {"time_h": model.clock.time_h}
-        for (name, _, _, _), v in zip(READOUT_LAYOUT, values):
+        for (name, _, _, _), v in zip(self._layout, values):
             m[name] = float(v)
         cells_total = sum(m[f"count_{n}"] for n in ("hsc", "progenitor", "lsc", "blast"))
         m["cells_total"] = cells_total
@@ -332,7 +343,7 @@ class MetricsRecorder:
 
     def nbytes(self) -> int:
         """Device bytes of the readouts: region codes, scratch field, results, the reductions' tables."""
-        scratch = int(np.prod(self.scratch.shape)) * (8 if self.scratch.dtype == ti.f64 else 4)
+        scratch = int(np.prod(self.scratch.shape)) * (8 if self.scratch.dtype == self.values.dtype else 4)
         return (int(np.prod(self.region.shape)) + scratch + 8 * int(self.values.shape[0])
                 + sum(r.nbytes() for r in self._reductions.values()))
 
