@@ -47,6 +47,7 @@ import subprocess
 from dataclasses import dataclass
 
 from .errors import ConfigError
+from .kernels.readouts_plan import readout_device_bytes
 from .kernels.solver_plan import solver_workspace_bytes
 
 __all__ = [
@@ -123,19 +124,10 @@ def readout_bytes(shape, precision: str = "float32", *, gpu: bool = True, fields
 
     Region codes (1 byte per voxel); the scratch array (GPU layout: one field; CPU layout:
     at most two fields' worth of gathered regions); per reduction of ``fields`` (oxygen,
-    integrity, signal, 2 drugs) its histograms, GPU partial sums and per-row offsets (up to
-    3 region sets); the result slots.
+    integrity, signal, 2 drugs) its histograms, GPU partial sums and per-row offsets; the
+    result slots (``kernels.readouts_plan.readout_device_bytes``).
     """
-    from .kernels import readouts as R
-
-    f = _float_bytes(precision)
-    nz, ny, nx = (int(v) for v in shape)
-    n = nz * ny * nx
-    scratch = n * f if gpu else 2 * n * f
-    hist = 4 * R._BINS * (R.MAX_RANKS + (0 if gpu else R._CPU_BLOCKS))
-    partials = 8 * R.MAX_SUMS * R.MAX_CHANNELS * (R.GPU_PARTIALS + R.GPU_PARTIALS // R.PAIRWISE_BLOCK) if gpu else 0
-    rows = 0 if gpu else 4 * 3 * nz * ny
-    return n + scratch + fields * (hist + partials + rows) + 8 * 512
+    return readout_device_bytes(shape, _float_bytes(precision), gpu=gpu, fields=fields)
 
 
 def estimate_memory(shape: tuple[int, int, int], precision: str = "float32", *, drugs: int = 2,
