@@ -618,7 +618,7 @@ def _seg_task_sums(seg: ti.template(), itab: ND1_I32, ftab: ND1_F64):
             ftab[itab[_H_FTASK_OFF] + MAX_CHANNELS * t + c] = result[c]
 
 
-@ti.kernel
+@ti.kernel(fastcache=True)
 def _reduce_segments(seg: ti.types.ndarray(ndim=1), itab: ND1_I32, ftab: ND1_F64, ktab: ND1_I64, hist: ND2_I32,
                      out: ND1_F64, is64: ti.template(), ncount: ti.template(), nrank: ti.template(),
                      sums: ti.template()):
@@ -637,7 +637,7 @@ def _reduce_segments(seg: ti.types.ndarray(ndim=1), itab: ND1_I32, ftab: ND1_F64
 
 
 
-@ti.kernel
+@ti.kernel(fastcache=True)
 def _reduce_grid(values: ND3, region: ND3_U8, itab: ND1_I32, ftab: ND1_F64, ktab: ND1_I64, hist: ND2_I32,
                  out: ND1_F64, is64: ti.template(), ncount: ti.template(), nrank: ti.template(),
                  sums: ti.template()):
