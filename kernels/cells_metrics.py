@@ -9,7 +9,7 @@ reaches the host in one transfer with the other readouts (``marrow3d.metrics``).
 is an integer (exposure in fixed point) and converts exactly, so readouts are bit-identical
 for any thread count.
 
-Adding a cell readout: count it in ``_count_pass`` into a new ``BUFFER_NAMES`` entry (or a new
+Adding a cell readout: count it in ``_count_voxel`` into a new ``BUFFER_NAMES`` entry (or a new
 counter row); :data:`READOUT_LAYOUT` picks it up and the time series gets the column.
 """
 

@@ -6,16 +6,16 @@ regional field means, plasma levels, solver iterations and the disease stage. It
 history and knows every column's unit.
 
 Everything that needs the grid is reduced on the device (:mod:`marrow3d.kernels.readouts`,
-:mod:`marrow3d.kernels.cells_metrics`) into one float64 result field, read back once per step
-(a few hundred bytes): one kernel launch for the cells, one per field (oxygen, signal, vessel
-integrity, each drug while dosed). On the CPU the values are bitwise those of the numpy
+:mod:`marrow3d.kernels.cells_metrics`) into one float64 result array, read back once per step
+(88-94 values, whatever the grid): one kernel launch for the cells, two per field (oxygen,
+signal, vessel integrity, each drug while dosed: its copy or gather, then its reduction). On the CPU the values are bitwise those of the numpy
 readouts (``kernels.readouts_reference``): sums in numpy's pairwise order, exact counts and
 exact order statistics interpolated with ``np.percentile``'s formula. The GPU layout sums
 in a fixed strided tree instead (deterministic, within a few ulps).
 
 Adding a readout (see docs/model.md, section 6):
 
-* a per-cell or per-slot count: count it in ``kernels/cells_metrics.py`` (``_count_pass``
+* a per-cell or per-slot count: count it in ``kernels/cells_metrics.py`` (``_count_voxel``
   and ``BUFFER_NAMES``); the column appears by itself;
 * a statistic of a field: give the field a :class:`~marrow3d.kernels.readouts.FieldReduction`
   in :meth:`MetricsRecorder._field_reductions` (sums, counts below a threshold, order
