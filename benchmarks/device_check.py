@@ -108,7 +108,7 @@ def run_steps(n: int, steps: int, seed: int = 1) -> dict:
         "generation": st["generation"],
         "tissue": model.tissue.to_numpy(),
     }
-    for k, v in model.history_arrays().items():
+    for k, v in model.metrics.history_arrays().items():
         out[f"history/{k}"] = v
     return out
 

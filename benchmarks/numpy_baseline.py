@@ -24,7 +24,8 @@ scipy's sparse direct solver:
   not);
 * **vessels**: the integrity update of :mod:`marrow3d.kernels.vessels` (signal sensed as the
   maximum over the voxel and its marrow face neighbours), in numpy;
-* **metrics**: the model's own numpy readouts (:mod:`marrow3d.metrics`).
+* **metrics**: the numpy readouts (:mod:`marrow3d.kernels.readouts_reference`, what marrow3d
+  computed on the host before its readouts moved to the device).
 
 Usage (also called by ``python -m benchmarks``)::
 
@@ -208,6 +209,9 @@ class NumpyMarrow:
         self.tol = model.config.transport.solver.tolerance
         self.rng = np.random.default_rng(seed)
         self.timings: dict[str, float] = {}
+        from marrow3d.kernels.readouts_reference import RegionMasks
+
+        self.regions = RegionMasks(self.tissue, model.voxel_um, model.config.stages.endosteal_band_um)
 
     def transport(self) -> None:
         m = self.model
@@ -224,7 +228,7 @@ class NumpyMarrow:
 
     def step(self) -> dict[str, float]:
         """One step (transport, cells, vessels, metrics); returns the seconds of each part."""
-        from marrow3d import metrics as M
+        from marrow3d.kernels import readouts_reference as M
 
         m = self.model
         t = {}
@@ -241,11 +245,11 @@ class NumpyMarrow:
         t["vessels"] = time.perf_counter() - t0
         t0 = time.perf_counter()
         o2 = m.config.transport.oxygen
-        M.oxygen_metrics(self.fields["oxygen"].astype(np.float32), m.regions, o2.hypoxic_mmHg, o2.severe_hypoxic_mmHg)
-        M.integrity_metrics(self.integrity.astype(np.float32), m.regions, m.floor, m.leak)
+        M.oxygen_metrics(self.fields["oxygen"].astype(np.float32), self.regions, o2.hypoxic_mmHg, o2.severe_hypoxic_mmHg)
+        M.integrity_metrics(self.integrity.astype(np.float32), self.regions, m.floor, m.leak)
         for name, f in self.fields.items():
             if name != "oxygen":
-                M.field_region_means(f.astype(np.float32), m.regions, name)
+                M.field_region_means(f.astype(np.float32), self.regions, name)
         np.bincount(self.cells.ravel(), minlength=codes.N_CELL_TYPES)
         t["metrics"] = time.perf_counter() - t0
         t["total"] = sum(t.values())

@@ -243,38 +243,26 @@ def solve_and_cell_times(model, repeat: int) -> dict:
 
 
 def model_step_times(model, steps: int) -> dict:
-    """Best and median full model steps, with the transport / cells / metrics split (CPU s)."""
-    parts = {"transport": [], "cells": [], "metrics": []}
-    originals = {}
+    """Best and median loop steps (``time_step`` + ``check_finite``), then three profiled steps:
+    launches, syncs and host<->device bytes per step and the median time per phase."""
+    from benchmarks.step import profile_steps
 
-    def wrap(obj, name, key):
-        f = getattr(obj, name)
-        originals[(id(obj), name)] = (obj, name, f)
+    def step():
+        model.time_step()
+        model.check_finite()
 
-        def w(*a, **k):
-            c0 = time.perf_counter()
-            try:
-                return f(*a, **k)
-            finally:
-                parts[key].append(time.perf_counter() - c0)
-
-        setattr(obj, name, w)
-
-    wrap(model, "_update_transport", "transport")
-    wrap(model.cells, "step", "cells")
-    wrap(model, "_record_metrics", "metrics")
-    try:
-        model.time_step()  # settle (a first step after a solve benchmark may recompile nothing)
-        for v in parts.values():
-            v.clear()
-        runs = [timed(model.time_step, 1, warmup=0) for _ in range(steps)]
-    finally:
-        for obj, name, _ in originals.values():
-            delattr(obj, name)
+    step()  # settle (a first step after a solve benchmark may recompile nothing)
+    runs = [timed(step, 1, warmup=0) for _ in range(steps)]
+    prof = profile_steps(model)
+    phases = prof["phases"]
+    transport = sum(v["seconds"] for k, v in phases.items() if k.startswith("solve:"))
     best = min(runs, key=lambda r: r["s"])
     return {"s": best["s"], "cpu_s": best["cpu_s"], "median_s": float(np.median([r["s"] for r in runs])),
             "median_cpu_s": float(np.median([r["cpu_s"] for r in runs])), "runs": steps,
-            "parts_median_s": {k: float(np.median(v)) for k, v in parts.items() if v},
+            "parts_median_s": {"transport": transport, "cells": phases.get("cells", {}).get("seconds", 0.0),
+                               "metrics": phases.get("readouts", {}).get("seconds", 0.0)
+                               + phases.get("finite", {}).get("seconds", 0.0)},
+            "per_step": prof["per_step"], "phases": phases,
             "iterations": dict(model.solve_iterations)}
 
 
@@ -293,7 +281,9 @@ def checkpoint_times(model, repeat: int) -> dict:
         w = timed(lambda: paths.append(cp.write(sim)), repeat, warmup=1)
         r = timed(lambda: load_checkpoint(Path(tmp)), repeat, warmup=1)
         size = paths[-1].stat().st_size
-    state = model.prognostic_state()
+    from marrow3d.output.model_state import capture_model_state
+
+    state = capture_model_state(model)
     raw = sum(v.nbytes for v in _arrays(state))
     return {"write": w, "read": r, "state_mib": raw / 2**20, "file_mib": size / 2**20,
             "write_mib_per_s": raw / 2**20 / w["s"], "read_mib_per_s": raw / 2**20 / r["s"]}
@@ -351,8 +341,10 @@ def bench_size(n: int, args, baselines: dict) -> dict:
     rec["cell_over_warm_solve"] = rec["cell_step"]["s"] / rec["warm_solve"]["s"]
     rec["cell_over_warm_solve_cpu"] = rec["cell_step"]["cpu_s"] / rec["warm_solve"]["cpu_s"]
     rec["model_step"] = model_step_times(model, args.steps)
+    ps = rec["model_step"]["per_step"]
     print(f"  model step {rec['model_step']['s']:.3f} s (cpu {rec['model_step']['cpu_s']:.3f} s) "
-          f"parts {rec['model_step']['parts_median_s']}", flush=True)
+          f"parts {rec['model_step']['parts_median_s']}; per step {ps['launches']:.0f} launches, "
+          f"{ps['syncs']:.0f} syncs, {ps['bytes_to_host']:.0f} B to host", flush=True)
     if not args.skip_checkpoint:
         rec["checkpoint"] = checkpoint_times(model, max(1, args.repeat - 1))
         print(f"  checkpoint write {rec['checkpoint']['write']['s']:.2f} s, read {rec['checkpoint']['read']['s']:.2f} s"

@@ -58,6 +58,7 @@ from .cells_metrics import (
     LODGED,
     MOBILIZED,
     PURPOSES,
+    READOUT_NAMES,
     collect_metrics,
 )
 from .cells_params import SP, TP, pack_params
@@ -191,9 +192,10 @@ class CellLattice:
         fb.dense(ti.ij, (len(COUNTER_NAMES), N_CELL_TYPES)).place(self.counters)
         self.auc = ti.field(ti.i64)
         fb.dense(ti.ij, (len(AUC_ROWS), len(AUC_CATEGORIES))).place(self.auc)
-        self.readout_buffer = ti.field(ti.i64)  # workspace of collect_metrics
+        self.readout_buffer = ti.field(ti.i64)  # workspace of the readout kernel
         fb.dense(ti.i, len(BUFFER_NAMES)).place(self.readout_buffer)
         self._tree = fb.finalize()
+        self.readout_values = ti.ndarray(ti.f64, shape=len(READOUT_NAMES))  # the readouts, for collect_metrics
         self.set_params(params)
 
     # ----------------------------------------------------------------------------------------

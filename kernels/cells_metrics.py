@@ -2,10 +2,15 @@
 
 Defines what :class:`~marrow3d.kernels.cells.CellLattice` stores besides the cell codes (flag
 bits, cumulative event counters, drug-exposure accumulators), the neighbour directions and
-random-stream purposes shared by the cell modules, and :func:`collect_metrics`, one
-pass over the grid that turns the state into the flat dict of readouts written every step
-(model brief section 6). Every total is an integer (exposure in fixed point), so readouts are
-bit-identical for any thread count.
+random-stream purposes shared by the cell modules, and the readout kernel: one pass over the
+grid that counts cells and niche slots, then writes every readout (:data:`READOUT_NAMES`:
+counts, cumulative events, exposures) as float64 into a result field, so the whole set
+reaches the host in one transfer with the other readouts (``marrow3d.metrics``). Every total
+is an integer (exposure in fixed point) and converts exactly, so readouts are bit-identical
+for any thread count.
+
+Adding a cell readout: count it in ``_count_voxel`` into a new ``BUFFER_NAMES`` entry (or a new
+counter row); :data:`READOUT_LAYOUT` picks it up and the time series gets the column.
 """
 
 # No `from __future__ import annotations`: Taichi reads kernel annotations as live objects.
@@ -14,6 +19,7 @@ from .codes import (
     BLAST,
     CELL_NAMES,
     EMPTY,
+    FACE_DIRECTIONS,
     HSC,
     LSC,
     MARROW,
@@ -23,7 +29,7 @@ from .codes import (
     NICHE_PERIVASCULAR,
     PROGENITOR,
 )
-from .ti_compat import ti
+from .ti_compat import is_gpu_arch, ti
 
 __all__ = [
     "LODGED",
@@ -38,6 +44,9 @@ __all__ = [
     "CAT_HSC_LODGED",
     "CAT_LSC_LODGED",
     "BUFFER_NAMES",
+    "READOUT_LAYOUT",
+    "READOUT_NAMES",
+    "write_readouts",
     "collect_metrics",
 ]
 
@@ -45,8 +54,8 @@ __all__ = [
 LODGED = 1  #: holds the niche slot it sits on: slower cycling, drug protection
 MOBILIZED = 2  #: released from a niche; may not lodge until it re-adheres
 
-#: Face-neighbour offsets; direction d and d ^ 1 are opposite.
-DIRECTIONS = ((1, 0, 0), (-1, 0, 0), (0, 1, 0), (0, -1, 0), (0, 0, 1), (0, 0, -1))
+#: Face-neighbour offsets; direction d and d ^ 1 are opposite (``codes.FACE_DIRECTIONS``).
+DIRECTIONS = FACE_DIRECTIONS
 
 #: Philox ``purpose`` counter word of each rule: rules never share a random stream.
 PURPOSES = {"events": 1, "division": 2, "walk": 3, "init": 4, "seed_lsc": 5, "homing": 6}
@@ -100,42 +109,117 @@ BUFFER_NAMES = (
     + tuple(f"mobilized_{CELL_NAMES[t]}" for t in range(N_CELL_TYPES))
     + tuple(f"niche_{NICHE_NAMES[k]}_{s}" for k in _NICHE_KINDS for s in _NICHE_STATS)
 )
+def _readout_layout() -> tuple[tuple[str, int, int, int], ...]:
+    """(name, source, i, j) of every lattice readout; source 0: ``readout_buffer[i]``,
+    1: ``counters[i, j]``, 2: ``auc[i, j] / AUC_SCALE``."""
+    rows = []
+    for i, name in enumerate(BUFFER_NAMES):
+        # lodged/mobilized apply to stem cells only
+        if not name.startswith(("lodged_", "mobilized_")) or name.endswith(("_hsc", "_lsc")):
+            rows.append((name, 0, i, 0))
+    for row, cname in enumerate(COUNTER_NAMES):
+        for t in _COUNTER_TYPES[cname]:
+            rows.append((f"{cname}_{CELL_NAMES[t]}", 1, row, t))
+    for row, rname in enumerate(AUC_ROWS):
+        for col, cat in enumerate(AUC_CATEGORIES):
+            if col != EMPTY:
+                rows.append((f"{rname}_{cat}", 2, row, col))
+    return tuple(rows)
+
+
+#: Every readout of the lattice in slot order: (name, source, i, j) (see ``_readout_layout``).
+READOUT_LAYOUT = _readout_layout()
+#: The readout names in slot order (the keys of :func:`collect_metrics` but ``step_index``).
+READOUT_NAMES = tuple(r[0] for r in READOUT_LAYOUT)
+_LAYOUT_CODES = tuple(r[1:] for r in READOUT_LAYOUT)
+
 _B_COUNT = 0
 _B_LODGED = N_CELL_TYPES
 _B_MOBILIZED = 2 * N_CELL_TYPES
 _B_NICHE = 3 * N_CELL_TYPES
 
 
+@ti.func
+def _count_voxel(lat: ti.template(), tissue: ti.template(), niche: ti.template(), I, acc):
+    """Add voxel ``I`` to the local tally ``acc`` (one entry per ``BUFFER_NAMES``)."""
+    c = ti.cast(lat.cells[I], ti.i32)
+    if tissue[I] != MARROW:
+        c = -1  # not a cell site: counted nowhere
+    fl = ti.cast(lat.flags[I], ti.i32)
+    kind = ti.cast(niche[I], ti.i32)
+    for t in ti.static(range(N_CELL_TYPES)):
+        if c == t:
+            acc[_B_COUNT + t] += 1
+            if (fl & LODGED) != 0:
+                acc[_B_LODGED + t] += 1
+            if (fl & MOBILIZED) != 0:
+                acc[_B_MOBILIZED + t] += 1
+    for ki in ti.static(range(len(_NICHE_KINDS))):
+        if kind == _NICHE_KINDS[ki] and c >= 0:
+            base = ti.static(_B_NICHE + ki * _N_NICHE_STATS)
+            acc[base + 0] += 1
+            if lat.niche_ok[I] != 0:
+                acc[base + 1] += 1
+            if (fl & LODGED) != 0 and c == HSC:
+                acc[base + 2] += 1
+            elif (fl & LODGED) != 0 and c == LSC:
+                acc[base + 3] += 1
+            elif c == EMPTY:
+                acc[base + 4] += 1
+            else:
+                acc[base + 5] += 1
+    return acc
+
+
+@ti.func
+def _count_pass(lat: ti.template(), tissue: ti.template(), niche: ti.template(), gpu: ti.template()):
+    """Count into ``lat.readout_buffer`` (zeroed). The tallies are kept in registers (static
+    indices) and added with integer atomics once per row (CPU layout: one thread per row of
+    x; an atomic per voxel inside a branch is not reduced by the compiler) or once per voxel
+    (GPU layout: one thread per voxel, x fastest)."""
+    nz, ny, nx = ti.static(lat.shape)
+    nrow = ti.static(ny * nx if gpu else ny)
+    for zr in range(nz * nrow):
+        acc = ti.Vector([0] * ti.static(len(BUFFER_NAMES)), dt=ti.i64)
+        z = zr // nrow
+        if ti.static(gpu):
+            y = (zr % nrow) // nx
+            acc = _count_voxel(lat, tissue, niche, ti.Vector([z, y, zr % nx]), acc)
+        else:
+            y = zr % nrow
+            for x in range(nx):
+                acc = _count_voxel(lat, tissue, niche, ti.Vector([z, y, x]), acc)
+        for i in ti.static(range(len(BUFFER_NAMES))):
+            if acc[i] != 0:
+                ti.atomic_add(lat.readout_buffer[i], acc[i])
+
+
 @ti.kernel
-def _count(lat: ti.template(), tissue: ti.template(), niche: ti.template()):
-    # Static buffer indices let Taichi reduce per thread (or block) before one atomic add.
-    for I in ti.grouped(lat.cells):
-        c = ti.cast(lat.cells[I], ti.i32)
-        if tissue[I] != MARROW:
-            c = -1  # not a cell site: counted nowhere
-        fl = ti.cast(lat.flags[I], ti.i32)
-        kind = ti.cast(niche[I], ti.i32)
-        for t in ti.static(range(N_CELL_TYPES)):
-            if c == t:
-                lat.readout_buffer[_B_COUNT + t] += ti.i64(1)
-                if (fl & LODGED) != 0:
-                    lat.readout_buffer[_B_LODGED + t] += ti.i64(1)
-                if (fl & MOBILIZED) != 0:
-                    lat.readout_buffer[_B_MOBILIZED + t] += ti.i64(1)
-        for ki in ti.static(range(len(_NICHE_KINDS))):
-            if kind == _NICHE_KINDS[ki] and c >= 0:
-                base = ti.static(_B_NICHE + ki * _N_NICHE_STATS)
-                lat.readout_buffer[base + 0] += ti.i64(1)
-                if lat.niche_ok[I] != 0:
-                    lat.readout_buffer[base + 1] += ti.i64(1)
-                if (fl & LODGED) != 0 and c == HSC:
-                    lat.readout_buffer[base + 2] += ti.i64(1)
-                elif (fl & LODGED) != 0 and c == LSC:
-                    lat.readout_buffer[base + 3] += ti.i64(1)
-                elif c == EMPTY:
-                    lat.readout_buffer[base + 4] += ti.i64(1)
-                else:
-                    lat.readout_buffer[base + 5] += ti.i64(1)
+def _readout(lat: ti.template(), tissue: ti.template(), niche: ti.template(),
+             out: ti.types.ndarray(dtype=ti.f64, ndim=1), offset: ti.i32, gpu: ti.template()):
+    for _ in range(1):
+        for i in range(ti.static(len(BUFFER_NAMES))):
+            lat.readout_buffer[i] = 0
+    _count_pass(lat, tissue, niche, gpu)
+    for _ in range(1):
+        src = ti.Vector([c[0] for c in _LAYOUT_CODES], dt=ti.i32)
+        ii = ti.Vector([c[1] for c in _LAYOUT_CODES], dt=ti.i32)
+        jj = ti.Vector([c[2] for c in _LAYOUT_CODES], dt=ti.i32)
+        for k in range(ti.static(len(_LAYOUT_CODES))):
+            if src[k] == 0:
+                out[offset + k] = ti.cast(lat.readout_buffer[ii[k]], ti.f64)
+            elif src[k] == 1:
+                out[offset + k] = ti.cast(lat.counters[ii[k], jj[k]], ti.f64)
+            else:
+                # float(auc) / AUC_SCALE on the host: the same rounding, an exact division
+                out[offset + k] = ti.cast(lat.auc[ii[k], jj[k]], ti.f64) / ti.static(float(AUC_SCALE))
+
+
+def write_readouts(lat, tissue, niche, out, offset: int, gpu: bool | None = None) -> None:
+    """Count and write every lattice readout into ``out[offset : offset + len(READOUT_NAMES)]``
+    (a float64 ti.ndarray; one launch, nothing read back). ``gpu``: the GPU layout (default:
+    when the backend is a GPU)."""
+    _readout(lat, tissue, niche, out, int(offset), int(is_gpu_arch() if gpu is None else gpu))
 
 
 def collect_metrics(lat, tissue, niche) -> dict[str, float]:
@@ -161,22 +245,13 @@ def collect_metrics(lat, tissue, niche) -> dict[str, float]:
           ``daunorubicin_uM_h_<category>`` over :data:`AUC_CATEGORIES` (sums over cells of
           C dt; divide by ``cell_hours`` for the mean exposure of a cell);
         * ``step_index``.
+
+        Counts and events are ints, exposures floats.
     """
-    lat.readout_buffer.fill(0)
-    _count(lat, tissue, niche)
+    write_readouts(lat, tissue, niche, lat.readout_values, 0)
+    values = lat.readout_values.to_numpy()
     out: dict[str, float] = {}
-    for name, v in zip(BUFFER_NAMES, lat.readout_buffer.to_numpy()):
-        # lodged/mobilized apply to stem cells only
-        if not name.startswith(("lodged_", "mobilized_")) or name.endswith(("_hsc", "_lsc")):
-            out[name] = int(v)
-    counters = lat.counters.to_numpy()
-    for row, cname in enumerate(COUNTER_NAMES):
-        for t in _COUNTER_TYPES[cname]:
-            out[f"{cname}_{CELL_NAMES[t]}"] = int(counters[row, t])
-    auc = lat.auc.to_numpy()
-    for row, rname in enumerate(AUC_ROWS):
-        for col, cat in enumerate(AUC_CATEGORIES):
-            if col != EMPTY:
-                out[f"{rname}_{cat}"] = float(auc[row, col]) / AUC_SCALE
+    for (name, src, _, _), v in zip(READOUT_LAYOUT, values):
+        out[name] = float(v) if src == 2 else int(v)
     out["step_index"] = lat.step_index
     return out

@@ -51,3 +51,14 @@ LSC = 3
 BLAST = 4
 CELL_NAMES = {EMPTY: "empty", HSC: "hsc", PROGENITOR: "progenitor", LSC: "lsc", BLAST: "blast"}
 N_CELL_TYPES = len(CELL_NAMES)
+
+#: The six face-neighbour offsets (dz, dy, dx) of the kernels; direction d and d ^ 1 are
+#: opposite (the cell lattice encodes moves by this index).
+FACE_DIRECTIONS = ((1, 0, 0), (-1, 0, 0), (0, 1, 0), (0, -1, 0), (0, 0, 1), (0, 0, -1))
+
+# Metric regions (one byte per voxel on the device; ``marrow3d.regions`` defines them).
+REGION_OTHER = 0  #: bone, outside, anything not below
+REGION_ENDOSTEAL = 1  #: marrow within the endosteal band
+REGION_CENTRAL = 2  #: the other marrow
+REGION_ARTERIOLE = 3  #: arteriole voxels
+REGION_SINUSOID = 4  #: sinusoid and central-sinus voxels

@@ -19,12 +19,10 @@ Deterministic and pointwise (no randomness, no neighbour writes). Units: hours, 
 
 from collections.abc import Mapping
 
-import numpy as np
-
-from .codes import ARTERIOLE, CENTRAL_SINUS, MARROW, SINUSOID
+from .codes import ARTERIOLE, CENTRAL_SINUS, FACE_DIRECTIONS, MARROW, SINUSOID
 from .ti_compat import ti
 
-__all__ = ["VESSEL_PARAMS", "update_integrity", "integrity_stats", "sensed_signal"]
+__all__ = ["VESSEL_PARAMS", "update_integrity", "sensed_signal"]
 
 #: Parameters of :func:`update_integrity` (``VesselsConfig.kernel_params()`` produces them).
 VESSEL_PARAMS = (
@@ -36,14 +34,12 @@ VESSEL_PARAMS = (
     "regeneration_signal_threshold",
 )
 
-_FACES = ((1, 0, 0), (-1, 0, 0), (0, 1, 0), (0, -1, 0), (0, 0, 1), (0, 0, -1))
-
 
 @ti.func
 def sensed_signal(tissue: ti.template(), signal: ti.template(), I):
     """Largest signal (su) over voxel ``I`` and its in-grid marrow face neighbours."""
     s = ti.cast(signal[I], ti.f32)
-    for o in ti.static(_FACES):
+    for o in ti.static(FACE_DIRECTIONS):
         J = I + ti.Vector(o)
         inside = True
         for a in ti.static(range(3)):
@@ -133,46 +129,3 @@ def update_integrity(
         float(params["regeneration_signal_threshold"]),
         float(dfo_protection),
     )
-
-
-@ti.kernel
-def _stats(
-    tissue: ti.template(),
-    integrity: ti.template(),
-    floor: ti.f32,
-    out: ti.types.ndarray(dtype=ti.f64, ndim=1),
-):
-    for I in ti.grouped(tissue):
-        lab = tissue[I]
-        v = ti.cast(integrity[I], ti.f64)
-        below = ti.cast(ti.cast(integrity[I], ti.f32) < floor, ti.f64)
-        if lab == ARTERIOLE:
-            out[0] += 1.0
-            out[1] += v
-            out[2] += below
-        elif lab == SINUSOID or lab == CENTRAL_SINUS:
-            out[3] += 1.0
-            out[4] += v
-            out[5] += below
-
-
-def integrity_stats(tissue, integrity, integrity_floor: float) -> dict[str, float]:
-    """Whole-grid integrity readouts per vessel class.
-
-    Returns
-    -------
-    dict
-        ``arteriole_voxels``, ``arteriole_mean_integrity``, ``arteriole_fraction_lost``
-        (fraction below the floor) and the same for ``sinusoid`` (sinusoids and central sinus).
-        Means are NaN for a class with no voxel. Sums are float64; their order may vary with
-        threads in the last bits (readouts only, never fed back into the state).
-    """
-    s = np.zeros(6, dtype=np.float64)
-    _stats(tissue, integrity, float(integrity_floor), s)
-    out: dict[str, float] = {}
-    for name, base in (("arteriole", 0), ("sinusoid", 3)):
-        n = s[base]
-        out[f"{name}_voxels"] = float(n)
-        out[f"{name}_mean_integrity"] = float(s[base + 1] / n) if n else float("nan")
-        out[f"{name}_fraction_lost"] = float(s[base + 2] / n) if n else float("nan")
-    return out

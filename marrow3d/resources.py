@@ -3,7 +3,7 @@
 The byte counts are not a guess: they mirror, array by array, what a
 :class:`~marrow3d.model.MarrowModel` allocates, and ``tests/test_memory.py`` builds models
 and checks them against the sum of the real allocations (the per-voxel arrays of
-``model.prognostic_state()``, and every Taichi field and ndarray of the solver, the cell
+the checkpoint tree (``capture_model_state``), and every Taichi field and ndarray of the solver, the cell
 lattice and the model found by walking their attributes).
 
 Per voxel, float32 fields (the default), ``d`` dosed drugs (0, 1 or 2):
@@ -18,21 +18,25 @@ solver, finest level       coefficients D, a, vmax, s; CG vectors r(=b), z(=e), 
 solver, coarse levels      7 arrays (b, e, gz, gy, gx, diag, inv_diag) on each level,    ~4
                            1/8 the cells of the one above: 28 x (1/8 + 1/64 + ...)
 solver padding             one zero plane before and after every padded array         60/nz
+readouts                   region code (uint8); scratch: one field (GPU layout) or     5 / 9
+                           the gathered regions of one field, at most two fields' worth
+                           (CPU layout); tables (histograms, per-row offsets)
 =========================  ==========================================================  =====
 
-So 17-25 bytes of state and about 74 of device workspace (f32), i.e. 91-99 bytes per voxel
-in all on the device: 1.3-1.4 GiB for the 14.5 million voxels of the femur, 12-13 GiB for
-512^3. ``precision = "float64"`` doubles every float array except the (already float64)
-Newton iterate: 25-41 bytes of state and about 136 of workspace.
+So 17-25 bytes of state and about 79 of device workspace (f32, GPU layout), i.e. 96-104
+bytes per voxel in all on the device: 1.4-1.5 GiB for the 14.5 million voxels of the femur,
+12.5-13.5 GiB for 512^3, 101-109 GiB for 1024^3. ``precision = "float64"`` doubles every
+float array except the (already float64) Newton iterate: 25-41 bytes of state and about 141
+of workspace.
 
 Besides, the host keeps the anatomy arrays the model was built from (tissue, niche uint8,
-integrity f32: 6 bytes) and the metric region masks (:class:`marrow3d.metrics.RegionMasks`:
-at most 5 bytes), counted in ``host_bytes``. On the CPU backend device and host are the
-same memory, so :func:`check_memory` adds them up there.
+integrity f32: 6 bytes), counted in ``host_bytes``. On the CPU backend device and host are
+the same memory, so :func:`check_memory` adds them up there.
 
 Not counted (data-dependent, small): the index lists of sealed marrow pockets (4 bytes per
-pocket voxel, see ``kernels.coarse_solve``), the per-step readout copies (one field at a time)
-and the fixed-size parameter/counter tables (under :data:`SMALL_TABLES_BYTES`).
+pocket voxel, see ``kernels.coarse_solve``) and the fixed-size parameter/counter tables (under
+:data:`SMALL_TABLES_BYTES`). The readout scratch of the CPU layout is counted at its bound
+(two fields' worth); the real one holds the marrow twice (all, then endosteal + central).
 """
 
 from __future__ import annotations
@@ -43,6 +47,7 @@ import subprocess
 from dataclasses import dataclass
 
 from .errors import ConfigError
+from .kernels.readouts_plan import readout_device_bytes
 from .kernels.solver_plan import solver_workspace_bytes
 
 __all__ = [
@@ -50,6 +55,7 @@ __all__ = [
     "estimate_memory",
     "state_bytes_per_voxel",
     "solver_workspace_bytes",
+    "readout_bytes",
     "available_memory_bytes",
     "check_memory",
     "SMALL_TABLES_BYTES",
@@ -113,8 +119,19 @@ def state_bytes_per_voxel(precision: str = "float32", drugs: int = 2) -> int:
     return _U8_STATE + 4 + f * (2 + int(drugs))  # integrity is always float32
 
 
+def readout_bytes(shape, precision: str = "float32", *, gpu: bool = True, fields: int = 5) -> int:
+    """Device bytes of the per-step readouts (``marrow3d.metrics.MetricsRecorder``), a bound.
+
+    Region codes (1 byte per voxel); the scratch array (GPU layout: one field; CPU layout:
+    at most two fields' worth of gathered regions); per reduction of ``fields`` (oxygen,
+    integrity, signal, 2 drugs) its histograms, GPU partial sums and per-row offsets; the
+    result slots (``kernels.readouts_plan.readout_device_bytes``).
+    """
+    return readout_device_bytes(shape, _float_bytes(precision), gpu=gpu, fields=fields)
+
+
 def estimate_memory(shape: tuple[int, int, int], precision: str = "float32", *, drugs: int = 2,
-                    diffusivity_map: bool = False) -> MemoryEstimate:
+                    diffusivity_map: bool = False, gpu: bool = True) -> MemoryEstimate:
     """Memory of the model state, device workspace and host copies for a grid ``shape``.
 
     Parameters
@@ -126,14 +143,17 @@ def estimate_memory(shape: tuple[int, int, int], precision: str = "float32", *, 
         Number of dosed drugs (each has a field); 2, the most, by default (a safe bound).
     diffusivity_map : bool
         Whether ``transport.oxygen.diffusivity_map`` is set (one more float field).
+    gpu : bool
+        The readouts' layout (:func:`readout_bytes`): GPU (default) or CPU.
     """
     f = _float_bytes(precision)
     n = int(shape[0]) * int(shape[1]) * int(shape[2])
     state = n * state_bytes_per_voxel(precision, drugs)
     work = solver_workspace_bytes(shape, precision) + n * _LATTICE_WORKSPACE + SMALL_TABLES_BYTES
+    work += readout_bytes(shape, precision, gpu=gpu, fields=3 + int(drugs))
     if diffusivity_map:
         work += n * f
-    host = n * (2 + 4) + n * 5  # anatomy tissue/niche/integrity; region masks (upper bound)
+    host = n * (2 + 4)  # the anatomy the model was built from: tissue, niche, integrity
     return MemoryEstimate(voxels=n, state_bytes=state, workspace_bytes=work, host_bytes=host)
 
 
@@ -174,7 +194,7 @@ def check_memory(shape: tuple[int, int, int], precision: str, device: str, *, dr
     ConfigError
         Naming ``domain.shape_voxels``, the estimate and the free memory.
     """
-    est = estimate_memory(shape, precision, drugs=drugs)
+    est = estimate_memory(shape, precision, drugs=drugs, gpu=device != "cpu")
     n = est.voxels
     if n >= 2**31:
         raise ConfigError(

@@ -245,10 +245,13 @@ def _run_until_done(sim, out_dir: Path):
         raise OutputError(f"{exc}; the run stopped, {_kept_state(out_dir)}") from None
 
 
-def run_simulation(cfg: SimulationConfig, out_dir: Path | None = None, *, progress=True):
+def run_simulation(cfg: SimulationConfig, out_dir: Path | None = None, *, progress=True, profile: bool = False):
     """Run ``cfg`` from t = 0 into ``out_dir`` (default ``runs/<timestamp>``).
 
     ``progress``: a reporter (:mod:`marrow3d.progress`), True (a log line every 30 s) or False.
+    ``profile``: count kernel launches, host syncs and host<->device bytes and time every
+    phase of every step (:class:`marrow3d.profiling.StepProfiler`); the summary is written to
+    ``out_dir/profile.json`` and returned as ``RunResult.profile``.
 
     Everything is checked before the directory is created: the directory itself, the input
     files, memory, the backend, and the model is built. The directory is then held by a
@@ -274,8 +277,26 @@ def run_simulation(cfg: SimulationConfig, out_dir: Path | None = None, *, progre
     with _claim_new_dir(out_dir, "run"):
         _write_text_atomic(out_dir / "config.toml", cfg.to_toml())
         sim = build_simulation(model, cfg, out_dir, info.name, progress=progress)
-        status = _run_until_done(sim, out_dir)
-    return RunResult(out_dir, status, info.name)
+        if not profile:
+            return RunResult(out_dir, _run_until_done(sim, out_dir), info.name)
+        return _profiled(sim, out_dir, {"backend": info.name, "grid": list(shape), "threads": info.threads})
+
+
+def _profiled(sim, out_dir: Path, about: dict) -> "RunResult":
+    """Run ``sim`` under a StepProfiler; write ``profile.json`` and attach the summary."""
+    from .profiling import NULL_PROBE, StepProfiler
+
+    with StepProfiler() as prof:
+        sim.model.probe = sim.probe = prof
+        try:
+            status = _run_until_done(sim, out_dir)
+        finally:
+            sim.model.probe = sim.probe = NULL_PROBE
+    prof.write_json(out_dir / "profile.json", extra={"run": about})
+    result = RunResult(out_dir, status, about.get("backend"))
+    result.profile = prof.summary()
+    result.profile_table = prof.table()
+    return result
 
 
 class RunResult:
@@ -285,6 +306,8 @@ class RunResult:
         self.directory = Path(directory)
         self.status = status
         self.backend = backend
+        self.profile: dict | None = None
+        self.profile_table: str | None = None
 
     def __str__(self) -> str:
         s = self.status
@@ -367,13 +390,15 @@ def _model_from_checkpoint(cfg: SimulationConfig, state: dict, out_dir: Path):
 def _restored(cfg: SimulationConfig, state: dict, out_dir: Path, backend_name: str, source: str, *,
               resume: bool, progress: bool):
     """Model and Simulation restored from a checked checkpoint; what still fails is one line."""
+    from .output.model_state import restore_model_state
+
     try:
         model = _model_from_checkpoint(cfg, state, out_dir)
         sim = build_simulation(model, cfg, out_dir, backend_name, resume=resume, progress=progress)
         if resume:
             sim.restore_prognostic_state(state)
         else:
-            model.restore_prognostic_state(state["model"])
+            restore_model_state(model, state["model"])
     except Marrow3DError:
         raise
     except (KeyError, ValueError, TypeError, IndexError) as exc:

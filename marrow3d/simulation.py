@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 from .errors import NonFiniteError, OutputError
+from .profiling import NULL_PROBE
 
 __all__ = ["Simulation", "Callback", "RunStatus"]
 
@@ -53,8 +54,9 @@ class Simulation:
     Parameters
     ----------
     model : MarrowModel
-        Anything with ``clock`` (``iteration``, ``time_h``), ``time_step()``,
-        ``check_finite()``, ``prognostic_state()`` and ``restore_prognostic_state()``.
+        Anything with ``clock`` (``iteration``, ``time_h``), ``time_step()`` and
+        ``check_finite()``; its checkpoint state is read and restored by
+        :mod:`marrow3d.output.model_state`.
     stop_time_h : float
         Stop once simulated time reaches this many hours (inf: no limit).
     stop_iteration : int, optional
@@ -81,6 +83,8 @@ class Simulation:
         self.progress = progress or None
         self.output_writers: dict[str, Any] = {}
         self.callbacks: dict[str, Callback] = {}
+        #: Phase probe (``marrow3d.profiling``): a no-op unless a profiler is installed.
+        self.probe = NULL_PROBE
         self._wall_start = 0.0
 
     # ------------------------------------------------------------------ configuration
@@ -104,14 +108,18 @@ class Simulation:
     # ------------------------------------------------------------------ checkpoint protocol
     def prognostic_state(self) -> dict:
         """Everything needed to continue: the model's state and every schedule's counters."""
+        from .output.model_state import capture_model_state
+
         return {
-            "model": self.model.prognostic_state(),
+            "model": capture_model_state(self.model),
             "writers": {k: w.prognostic_state() for k, w in self.output_writers.items()},
             "callbacks": {k: c.prognostic_state() for k, c in self.callbacks.items()},
         }
 
     def restore_prognostic_state(self, state: dict) -> None:
-        self.model.restore_prognostic_state(state["model"])
+        from .output.model_state import restore_model_state
+
+        restore_model_state(self.model, state["model"])
         for k, w in self.output_writers.items():
             if k in state.get("writers", {}):
                 w.restore_prognostic_state(state["writers"][k])
@@ -162,6 +170,7 @@ class Simulation:
                 sched.prime(self.model)
         reason = "finished"
         progress = self.progress
+        probe = self.probe
         try:
             if progress is not None:
                 progress.start(self)
@@ -172,13 +181,18 @@ class Simulation:
                         reason = stop
                         break
                     self.model.time_step()
-                    self.model.check_finite()
-                    for c in self.callbacks.values():
-                        if c.schedule(self.model):
-                            c.func(self)
-                    for w in self.output_writers.values():
-                        if w.schedule(self.model):
-                            w.write(self)
+                    with probe.phase("finite"):
+                        self.model.check_finite()
+                    wrote = False
+                    with probe.phase("output"):
+                        for c in self.callbacks.values():
+                            if c.schedule(self.model):
+                                c.func(self)
+                        for w in self.output_writers.values():
+                            if w.schedule(self.model):
+                                w.write(self)
+                                wrote = True
+                    probe.step_done(wrote)
                     if progress is not None:
                         progress.update(self)
             finally:

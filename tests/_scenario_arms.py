@@ -35,12 +35,13 @@ def run_arms(seed: int) -> dict[str, dict[str, np.ndarray]]:
     backend = os.environ.get("MARROW3D_TEST_BACKEND", "cpu")
     initialize(backend, threads=1 if backend == "cpu" else None)
     from marrow3d.config import load_config
+    from marrow3d.output.model_state import capture_model_state, restore_model_state
     from marrow3d.runner import make_model
 
     def model(scenario: str, parent=None):
         m = make_model(load_config(SMALL / f"{scenario}.toml", [f"run.seed={seed}"]))
         if parent is not None:
-            m.restore_prognostic_state(parent.prognostic_state())
+            restore_model_state(m, capture_model_state(parent))
         return m
 
     base = model("natural_history")

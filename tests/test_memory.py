@@ -2,7 +2,8 @@
 
 The model is built, then every Taichi field and ndarray reachable from it (model, transport
 solver and its levels, cell lattice, field solvers) is found by walking attributes, and its
-bytes are summed; the prognostic state is summed from ``model.prognostic_state()``. The
+bytes are summed; the prognostic state is summed from the model's checkpoint tree
+(``capture_model_state``). The
 estimate used to refuse grids before any work must equal those sums.
 """
 
@@ -17,6 +18,7 @@ from marrow3d.resources import (
     SMALL_TABLES_BYTES,
     check_memory,
     estimate_memory,
+    readout_bytes,
     state_bytes_per_voxel,
 )
 
@@ -37,12 +39,14 @@ def _itemsize(dtype) -> int:
 def taichi_allocations(root) -> dict[int, tuple[str, int]]:
     """Every Taichi field / ndarray reachable from ``root``: id -> (path, bytes)."""
     from marrow3d.kernels.cells import CellLattice
+    from marrow3d.kernels.readouts import FieldReduction
     from marrow3d.transport_solver import MultigridSolver, _Level
     from marrow3d.kernels.ti_compat import ti
+    from marrow3d.metrics import MetricsRecorder
     from marrow3d.model import MarrowModel
     from marrow3d.transport import FieldSolver
 
-    walk_types = (MarrowModel, MultigridSolver, _Level, CellLattice, FieldSolver)
+    walk_types = (MarrowModel, MultigridSolver, _Level, CellLattice, FieldSolver, MetricsRecorder, FieldReduction)
     found: dict[int, tuple[str, int]] = {}
     seen: set[int] = set()
 
@@ -94,10 +98,12 @@ def test_estimate_equals_the_real_allocations(taichi_backend, shape, drugs, prec
     model = _model(shape, drugs, precision)
     assert len(model.drugs) == drugs
     n = int(np.prod(shape))
-    est = estimate_memory(shape, precision, drugs=drugs)
+    est = estimate_memory(shape, precision, drugs=drugs, gpu=False)
 
     # prognostic state: the per-voxel arrays a checkpoint holds
-    state = _state_arrays_bytes(model.prognostic_state(), shape)
+    from marrow3d.output.model_state import capture_model_state
+
+    state = _state_arrays_bytes(capture_model_state(model), shape)
     assert state == est.state_bytes == n * state_bytes_per_voxel(precision, drugs)
 
     # device: every Taichi allocation reachable from the model
@@ -109,19 +115,24 @@ def test_estimate_equals_the_real_allocations(taichi_backend, shape, drugs, prec
     pockets = sum(b for p, b in allocs.values() if "_pocket" in p)
     assert pockets == 0  # generated box anatomies have one connected marrow space
     work = {i: v for i, v in allocs.items() if i not in on_device_state}
-    # fixed-size tables: cell parameters, counters, exposure sums, readout buffer, and each
+    # readouts (region codes, scratch, tables): within their bound, exactly what nbytes() says
+    readouts = sum(b for p, b in work.values() if p.startswith("model.metrics."))
+    assert readouts == model.metrics.nbytes()
+    assert n < readouts <= readout_bytes(shape, precision, gpu=False, fields=3 + drugs)
+    work = {i: v for i, v in work.items() if not v[0].startswith("model.metrics.")}
+    # fixed-size tables: cell parameters, counters, exposure sums, readout buffers, and each
     # field's packed coefficient table
     tables = ("model.cells.auc", "model.cells.counters", "model.cells.readout_buffer",
-              "model.cells.sparams", "model.cells.tparams", "model.cells.pbound")
+              "model.cells.readout_values", "model.cells.sparams", "model.cells.tparams", "model.cells.pbound")
     small = sum(b for p, b in work.values() if p in tables or p.endswith("._packed"))
     assert small <= SMALL_TABLES_BYTES, sorted(work.values())
     sized = sum(b for _, b in work.values()) - small
-    assert sized == est.workspace_bytes - SMALL_TABLES_BYTES, sorted(work.values())
+    expected = est.workspace_bytes - SMALL_TABLES_BYTES - readout_bytes(shape, precision, gpu=False, fields=3 + drugs)
+    assert sized == expected, sorted(work.values())
 
-    # host: the anatomy copy and the metric region masks stay within the bound
+    # host: the anatomy copy stays within the bound
     anat = model.anatomy
     host = anat.tissue.nbytes + anat.niche.nbytes + np.asarray(anat.integrity, np.float32).nbytes
-    host += model.regions.nbytes()
     assert host <= est.host_bytes
 
 
@@ -131,7 +142,7 @@ def test_state_per_voxel_is_at_most_32_bytes():
     assert state_bytes_per_voxel("float32", drugs=0) == 17
     per = estimate_memory((128, 128, 128), "float32", drugs=2).per_voxel()
     assert per["state"] == 25
-    assert 70 < per["workspace"] < 80  # solver ~68, lattice 6 (see marrow3d.resources)
+    assert 75 < per["workspace"] < 85  # solver ~68, lattice 6, readouts ~5 (see marrow3d.resources)
 
 
 def test_grids_that_do_not_fit_are_refused_before_any_work():

@@ -50,7 +50,7 @@ def test_step_advances_clock_and_history(tiny_model):
     assert tiny_model.clock.iteration == it + 1
     assert tiny_model.history["time_h"][-1] == pytest.approx(tiny_model.clock.time_h)
     assert all(len(v) == n + 1 for v in tiny_model.history.values())
-    o2 = tiny_model.get_array("oxygen")
+    o2 = tiny_model.fields["oxygen"].to_numpy()
     assert np.all(o2 >= 0)
     marrow = tiny_model.anatomy.tissue == 0
     assert o2[marrow].max() < 32.0  # Spencer 2014: < 32 mmHg everywhere in the tissue
@@ -123,3 +123,27 @@ def test_bad_diffusivity_map_is_refused_naming_the_key(tmp_path, array, needle):
     with pytest.raises(ConfigError, match="transport.oxygen.diffusivity_map") as err:
         _load_diffusivity_map(cfg, (32, 32, 32))
     assert needle in str(err.value)
+
+
+def test_profiled_steps_report_every_phase(tiny_model, tmp_path):
+    """``run --profile``: the model's and the loop's phases, counted and written to JSON."""
+    import json
+
+    from marrow3d.runner import _profiled, build_simulation
+    from marrow3d.schedules import TimeInterval
+
+    sim = build_simulation(tiny_model, tiny_model.config, tmp_path, "cpu",
+                           stop_time_h=tiny_model.clock.time_h + 3 * tiny_model.clock.dt_h, progress=False)
+    sim.output_writers["run"].schedule = TimeInterval(2 * tiny_model.clock.dt_h)
+    result = _profiled(sim, tmp_path, {"grid": list(tiny_model.shape)})
+    summary = json.loads((tmp_path / "profile.json").read_text())["summary"]
+    assert summary == json.loads(json.dumps(result.profile))
+    assert summary["steps"]["profiled"] == 2 and summary["steps"]["output"] == 1
+    phases = list(summary["phases"])
+    assert phases[:4] == ["pk", "solve:oxygen", "solve:signal", "cells"]
+    assert {"vessels", "readouts", "finite", "output", "other"} <= set(phases)
+    per_step = summary["per_step"]
+    assert per_step["launches"] == sum(p["launches"] for p in summary["phases"].values())
+    assert summary["phases"]["solve:oxygen"]["launches"] > 5 and per_step["syncs"] >= 2
+    assert "solve:oxygen" in result.profile_table
+    assert tiny_model.probe is sim.probe and not sim.probe.active  # the null probe is back

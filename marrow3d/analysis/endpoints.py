@@ -3,7 +3,7 @@
 Computed from the time series of ``run.h5`` alone (no per-voxel data), so they are cheap and
 match what ``marrow3d plot`` draws. The shared core (final counts, burden nadir, relapse
 day, final niche share, vessel loss, hypoxic fraction) comes from
-:func:`marrow3d.sweep.summary.endpoints`, the function behind a sweep's ``summary.csv``, so a
+:func:`marrow3d.analysis.run_endpoints.endpoints`, the function behind a sweep's ``summary.csv``, so a
 compare and a sweep report the same numbers for the same run; this module adds the
 therapy-window readouts.
 
@@ -67,6 +67,8 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+
+from .run_endpoints import endpoints as series_endpoints
 
 __all__ = ["ENDPOINT_COLUMNS", "CYTOTOXIC_DRUGS", "THERAPY_END_FRACTION", "therapy_window", "compare_endpoints",
            "matched_exposure_ratio", "run_endpoints", "endpoints_table"]
@@ -170,8 +172,6 @@ def therapy_window(df: pd.DataFrame) -> tuple[int, int] | None:
 
 def compare_endpoints(df: pd.DataFrame) -> dict[str, float]:
     """Endpoints (:data:`ENDPOINT_COLUMNS`) of one time series (``RunData.timeseries``)."""
-    from ..sweep.summary import endpoints as sweep_endpoints
-
     out: dict[str, float] = {k: _NAN for k in ENDPOINT_COLUMNS}
     if len(df) == 0:
         return out
@@ -182,7 +182,7 @@ def compare_endpoints(df: pd.DataFrame) -> dict[str, float]:
 
     ts = {name: df[name].to_numpy(dtype=np.float64) for name in df.columns if name != "day"}
     ts["time_h"] = time_h
-    core = sweep_endpoints(ts, start_day)
+    core = series_endpoints(ts, start_day)
     for key in ("final_day", "final_stage", "final_lsc", "final_blast", "min_burden", "min_burden_day",
                 "relapse_day", "final_hsc_niche_share", "arteriole_fraction_lost", "final_hypoxic_fraction"):
         out[key] = core[key]

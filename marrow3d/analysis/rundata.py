@@ -571,7 +571,7 @@ class RunData:
         """``marrow``/``endosteal``/``central`` masks (band: ``stages.endosteal_band_um``)."""
         band = float(self.config.stages.endosteal_band_um if band_um is None else band_um)
         if band not in self._region_cache:
-            self._region_cache[band] = spatial.region_masks(self.tissue, self.voxel_um, band, self._backend)
+            self._region_cache[band] = spatial.region_masks(self.tissue, self.voxel_um, band)
         return self._region_cache[band]
 
     @_guarded

@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 
 from ..kernels import codes
+from ..regions import endosteal_band
 from .backends import ArrayBackend
 
 __all__ = [
@@ -49,17 +50,14 @@ def cell_group_masks(tissue: np.ndarray, cells: np.ndarray, lodged: np.ndarray) 
     return out
 
 
-def region_masks(tissue: np.ndarray, voxel_um: float, band_um: float, backend: ArrayBackend) -> dict[str, np.ndarray]:
+def region_masks(tissue: np.ndarray, voxel_um: float, band_um: float) -> dict[str, np.ndarray]:
     """``marrow``, ``endosteal`` (marrow within ``band_um`` of bone) and ``central`` masks.
 
-    The same definition as :class:`marrow3d.metrics.RegionMasks` (no bone: no endosteal band).
+    The regions of the time series (:func:`marrow3d.regions.endosteal_band`; no bone: no
+    endosteal band).
     """
     marrow = tissue == codes.MARROW
-    bone = tissue == codes.BONE
-    if bone.any():
-        endo = marrow & (backend.distance_to(bone, voxel_um) <= band_um)
-    else:
-        endo = np.zeros_like(marrow)
+    endo = endosteal_band(tissue, voxel_um, band_um)
     return {"marrow": marrow, "endosteal": endo, "central": marrow & ~endo}
 
 

@@ -63,6 +63,11 @@ def run(
     backend: Optional[str] = BackendOpt,
     threads: Optional[int] = ThreadsOpt,
     verbose: bool = VerboseOpt,
+    profile: bool = typer.Option(
+        False, "--profile",
+        help="Count kernel launches, host syncs and host<->device bytes and time each phase of every step; "
+             "prints a table and writes DIR/profile.json (adds a few us per launch).",
+    ),
 ) -> None:
     """Run a simulation and write DIR/run.h5.
 
@@ -72,7 +77,9 @@ def run(
 
     setup_logging(verbose)
     cfg = resolve_config(config, set_, days=days, seed=seed, backend=backend, threads=threads)
-    result = run_simulation(cfg, out, progress=make_progress(err_console))
+    result = run_simulation(cfg, out, progress=make_progress(err_console), profile=profile)
+    if result.profile_table:
+        console.print(result.profile_table, markup=False, highlight=False, soft_wrap=True)
     console.print(f"[green]done[/]: {result}", soft_wrap=True)
 
 

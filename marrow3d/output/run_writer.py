@@ -23,6 +23,7 @@ from ..errors import CheckpointError, OutputError
 from .checkpointer import fsync_dir
 from .h5access import WRITE_OPTIONS, abandon, open_for_reading, write_failure
 from .integrity import write_record
+from .model_state import ModelArrays
 from .runfile import write_anatomy, write_meta
 
 __all__ = ["RunWriter", "RUN_FILE_NAME", "RECORD_SCOPE", "check_resumable"]
@@ -49,7 +50,7 @@ class RunWriter:
     snapshot_schedule : schedule
         When to snapshot fields.
     snapshot_fields : list of str
-        Names understood by ``model.snapshot_arrays``.
+        Array names of :class:`~marrow3d.output.model_state.ModelArrays`.
     meta : dict
         ``config_toml``, ``seed``, ``backend`` and extra attributes for ``/meta``.
     precision : str
@@ -92,19 +93,20 @@ class RunWriter:
         write_anatomy(h5, model.anatomy, self.compression_level)
         shape = model.anatomy.shape
         ts = h5.create_group("timeseries")
-        for name, unit in model.metric_units().items():
+        for name, unit in model.metrics.units().items():
             _create_column(ts, name, unit)
+        arrays = ModelArrays(model)
         snaps = h5.create_group("snapshots")
         snaps.create_dataset("time_h", shape=(0,), maxshape=(None,), dtype="f8", chunks=(64,), fletcher32=True)
         snaps.create_dataset("iteration", shape=(0,), maxshape=(None,), dtype="i8", chunks=(64,), fletcher32=True)
         for name in self.snapshot_fields:
-            if not model.has_array(name):
+            if not arrays.has(name):
                 continue
-            dtype = model.array_dtype(name)
+            dtype = arrays.dtype(name)
             store = self.precision if np.issubdtype(dtype, np.floating) else dtype
             ds = snaps.create_dataset(name, shape=(0, *shape), maxshape=(None, *shape), dtype=store,
                                       chunks=self._chunks(shape), **self._opts())
-            ds.attrs["units"] = model.array_units(name)
+            ds.attrs["units"] = arrays.units(name)
         self._h5 = h5
         self._flush_timeseries(model)
         if self.snapshot_fields and not isinstance(self.schedule, type(None)):
@@ -121,7 +123,7 @@ class RunWriter:
                     src.copy(src[name], h5, name=name)
         it = model.clock.iteration
         ts = h5.require_group("timeseries")
-        units = model.metric_units()
+        units = model.metrics.units()
         for name in units:
             if name not in ts:  # a readout this marrow3d adds: rewritten from the checkpoint's history
                 _create_column(ts, name, units[name])
@@ -170,7 +172,7 @@ class RunWriter:
         self._h5 = h5
 
     def _flush_timeseries(self, model) -> None:
-        history = model.history_arrays()
+        history = model.metrics.history_arrays()
         n = len(next(iter(history.values()))) if history else 0
         if n <= self._ts_written and self._ts_written:
             return
@@ -198,7 +200,7 @@ class RunWriter:
                 continue
             ds = snaps[name]
             ds.resize((k + 1, *ds.shape[1:]))
-            ds[k] = model.get_array(name).astype(ds.dtype, copy=False)
+            ds[k] = ModelArrays(model).get(name).astype(ds.dtype, copy=False)
             if self._h5.swmr_mode:
                 ds.flush()
         if self._h5.swmr_mode:
@@ -248,8 +250,9 @@ class RunWriter:
                 del h5["state"]
             state = h5.create_group("state")
             shape = model.anatomy.shape
-            for path, (dtype, units) in model.final_state_spec().items():
-                ds = state.create_dataset(path, data=model.get_array(path).astype(dtype, copy=False),
+            arrays = ModelArrays(model)
+            for path, (dtype, units) in arrays.final_state_spec().items():
+                ds = state.create_dataset(path, data=arrays.get(path).astype(dtype, copy=False),
                                           chunks=self._chunks(shape)[1:], **self._opts())
                 ds.attrs["units"] = units
             state.attrs["iteration"] = np.int64(model.clock.iteration)
