@@ -155,6 +155,7 @@ class RunWriter:
         tmp = self.path.with_name(f".{RUN_FILE_NAME}.tmp-{os.getpid()}")
         h5 = None
         try:
+            self.directory.mkdir(parents=True, exist_ok=True)  # the runner made it; a library user may not
             h5 = h5py.File(tmp, "w", libver="latest", **WRITE_OPTIONS)
             if self.resume and self.path.exists():
                 self._fill_resumed(h5, model)
