@@ -57,17 +57,24 @@ def synthetic_state(shape: tuple[int, int, int], days: float = 28.0, seed: int =
     metric_names = [f"metric_{i:03d}" for i in range(109)]  # a dosed run writes ~110 columns
     history = {name: rng.standard_normal(rows) for name in metric_names}
     history["time_h"] = np.arange(rows, dtype=np.float64)
+    tissue = labels([0, 1, 2, 3, 4], [0.70, 0.10, 0.01, 0.18, 0.01])
+    off_marrow = tissue != 0  # niche slots and cells only on marrow, as load_checkpoint checks
+
+    def on_marrow(arr):
+        arr[off_marrow] = 0
+        return arr
+
     return {
         "model": {
             "anatomy": {
-                "tissue": labels([0, 1, 2, 3, 4], [0.70, 0.10, 0.01, 0.18, 0.01]),
-                "niche": labels([0, 1, 2], [0.995, 0.002, 0.003]),
+                "tissue": tissue,
+                "niche": on_marrow(labels([0, 1, 2], [0.995, 0.002, 0.003])),
                 "voxel_um": 10.0,
                 "origin_um": np.zeros(3),
             },
             "cells": {
-                "cells": labels([0, 1, 2, 3, 4], [0.05, 0.001, 0.9, 0.01, 0.039]),
-                "flags": labels([0, 1, 2], [0.998, 0.001, 0.001]),
+                "cells": on_marrow(labels([0, 1, 2, 3, 4], [0.05, 0.001, 0.9, 0.01, 0.039])),
+                "flags": on_marrow(labels([0, 1, 2], [0.998, 0.001, 0.001])),
                 "generation": rng.integers(0, 12, size=shape, dtype=np.uint8),
                 "counters": rng.integers(0, 10**6, size=(9, 5), dtype=np.int64),
                 "auc": rng.integers(0, 2**50, size=(3, 7), dtype=np.int64),
@@ -146,6 +153,35 @@ def bench_checkpoint_io(shape: tuple[int, int, int], repeat: int, directory: Pat
         assert back["model"]["fields"]["oxygen"].shape == shape
         del back
     size = path.stat().st_size
+    # the integrity work inside those, timed alone on the same file and state: the SHA-256 of
+    # every object (the write hashes the arrays it wrote, the read those it read) and the
+    # content checks of the read; and, as the baseline, the same payload written the same way
+    # without checksum record, rename or link swap
+    from marrow3d.output.h5access import WRITE_OPTIONS
+    from marrow3d.output.h5tree import read_tree
+    from marrow3d.output.integrity import tree_digests
+    from marrow3d.output.state_checks import check_checkpoint_state
+
+    digests, checks, bare = [], [], []
+    for _ in range(repeat):
+        with h5py.File(path, "r") as h5:
+            arrays: dict = {}
+            read_tree(h5["state"], datasets=arrays)
+            t0 = time.perf_counter()
+            tree_digests(h5, arrays=arrays)
+            digests.append(time.perf_counter() - t0)
+        meta, back = load_checkpoint(directory)
+        t0 = time.perf_counter()
+        check_checkpoint_state(meta, back, str(path))
+        checks.append(time.perf_counter() - t0)
+        del back, arrays
+        t0 = time.perf_counter()
+        with h5py.File(directory / "bare.h5", "w", libver="v110", **WRITE_OPTIONS) as h5:
+            write_tree(h5.create_group("state"), state)
+        with open(directory / "bare.h5", "rb+") as fh:
+            os.fsync(fh.fileno())
+        bare.append(time.perf_counter() - t0)
+    (directory / "bare.h5").unlink()
     plain = directory / "uncompressed.h5"
     for _ in range(repeat):
         t0 = time.perf_counter()
@@ -166,6 +202,9 @@ def bench_checkpoint_io(shape: tuple[int, int, int], repeat: int, directory: Pat
         "read_s_all": reads,
         "write_mib_per_s": raw / 2**20 / min(writes),
         "read_mib_per_s": raw / 2**20 / min(reads),
+        "checksums_s": min(digests),
+        "content_checks_s": min(checks),
+        "bare_write_s": min(bare),
         "uncompressed_write_s": min(plain_writes),
         "uncompressed_file_mib": plain_size / 2**20,
     }
@@ -275,6 +314,13 @@ def main(argv: list[str] | None = None) -> int:
               f"({io['state_mib']:.0f} MiB in memory, {io['file_mib']:.0f} MiB on disk, gzip 1 + shuffle + Fletcher-32)")
         print(f"  {'write (Checkpointer._write)':<34} {io['write_s']:8.2f} s  {io['write_mib_per_s']:7.0f} MiB/s")
         print(f"  {'read (load_checkpoint)':<34} {io['read_s']:8.2f} s  {io['read_mib_per_s']:7.0f} MiB/s")
+        print(f"  {'  of each: SHA-256 of every object':<34} {io['checksums_s']:8.2f} s  "
+              f"({io['checksums_s'] / io['write_s']:.0%} of the write, {io['checksums_s'] / io['read_s']:.0%} "
+              f"of the read)")
+        print(f"  {'  of the read: content checks':<34} {io['content_checks_s']:8.2f} s  "
+              f"({io['content_checks_s'] / io['read_s']:.0%})")
+        print(f"  {'write without record/rename/link':<34} {io['bare_write_s']:8.2f} s  "
+              f"(the full write takes x{io['write_s'] / io['bare_write_s']:.2f})")
         print(f"  {'write, no compression':<34} {io['uncompressed_write_s']:8.2f} s  "
               f"({io['uncompressed_file_mib']:.0f} MiB)")
         if not args.skip_run:

@@ -162,6 +162,8 @@ def _check_new_dir(out_dir: Path, flag: str = "--out") -> None:
                         else f"cannot be created: {str(node)!r} is not writable")
                 raise OutputError(f"{flag} {str(out_dir)!r} {what}")
             break
+    if not out_dir.exists():
+        _probe_mkdir(out_dir, flag)
     if out_dir.is_dir():
         if writer_alive(out_dir):
             raise OutputError(f"{str(out_dir)!r} is being written by another marrow3d process; wait for it "
@@ -171,6 +173,24 @@ def _check_new_dir(out_dir: Path, flag: str = "--out") -> None:
                 f"{str(out_dir)!r} already holds a run; continue it with `marrow3d resume {out_dir}` "
                 f"or choose another {flag}"
             )
+
+
+def _probe_mkdir(out_dir: Path, flag: str) -> None:
+    """Create and remove the first missing folder of ``out_dir``: a read-only file system,
+    /proc or /sys refuse it here, before any work, rather than after the model is built."""
+    missing = out_dir
+    while not missing.parent.exists() and missing.parent != missing:
+        missing = missing.parent
+    try:
+        missing.mkdir()
+    except FileExistsError:
+        return  # appeared meanwhile (or a dangling link): the claim says what is wrong
+    except OSError as exc:
+        raise OutputError(f"{flag} {str(out_dir)!r} cannot be created: {exc.strerror or exc}") from None
+    try:
+        missing.rmdir()
+    except OSError:
+        pass
 
 
 @contextlib.contextmanager
@@ -431,12 +451,14 @@ def resume_run(run_dir: Path, days: float | None = None, *, backend: str | None 
     """
     from .output.checkpointer import LATEST_NAME, load_checkpoint
     from .output.run_writer import check_resumable
-    from .output.runlock import RunLock
+    from .output.runlock import RunLock, writer_alive
 
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         what = "is not a directory" if run_dir.exists() else "does not exist"
         raise CheckpointError(f"run directory {str(run_dir)!r} {what}")
+    if writer_alive(run_dir):
+        RunLock(run_dir).acquire("resume")  # fails, naming the process that writes the run
     if not (run_dir / LATEST_NAME).exists():
         if (run_dir / "run.h5").exists() or (run_dir / "config.toml").exists():
             raise CheckpointError(
@@ -457,12 +479,12 @@ def resume_run(run_dir: Path, days: float | None = None, *, backend: str | None 
             updates["threads"] = threads
         if updates:
             cfg = _with_overrides(cfg, [f"run.{k}={_lit(v)}" for k, v in updates.items()])
+        check_resumable(run_dir / "run.h5", _anatomy_from_state(state, cfg))
         info = ensure_backend(cfg)
         model, sim = _restored(cfg, state, run_dir, info.name, source, resume=True, progress=progress)
-        check_resumable(run_dir / "run.h5", model)
         if model.clock.time_h >= cfg.run.days * 24.0 - 1e-9:
-            log.warning("the checkpoint is already at day %.2f >= run.days = %.2f: nothing to do; pass --days",
-                        model.clock.time_h / 24, cfg.run.days)
+            log.warning("the checkpoint is already at day %.2f >= run.days = %.2f: no step to take, only the "
+                        "final state is written; pass --days to run longer", model.clock.time_h / 24, cfg.run.days)
         _write_text_atomic(run_dir / "config.toml", cfg.to_toml())
         status = _run_until_done(sim, run_dir)
     return RunResult(run_dir, status, info.name)

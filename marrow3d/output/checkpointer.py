@@ -211,9 +211,10 @@ class Checkpointer:
                 meta.attrs["diagnostic"] = True
             for k, v in self.meta.items():
                 meta.attrs[k] = v
-            write_tree(h5.create_group("state"), state)
+            written: dict[str, np.ndarray] = {}
+            write_tree(h5.create_group("state"), state, written=written)
             h5.flush()
-            write_record(h5)
+            write_record(h5, arrays=written)  # datasets from memory, attributes as stored
             pause = float(os.environ.get(_PAUSE_ENV, "0") or 0)
             if pause > 0:  # test hook: lets a test kill -9 the process mid-write
                 time.sleep(pause)
@@ -381,13 +382,14 @@ def load_checkpoint(path: str | Path) -> tuple[dict[str, Any], dict[str, Any]]:
                         f"checkpoint {str(p)!r}: dataset /state/{name} has shape {shape}, the grid "
                         f"(/state/model/anatomy/tissue) is {grid}"
                     )
+            datasets: dict[str, np.ndarray] = {}
             try:
-                if not verify_record(h5):
+                state = read_tree(h5["state"], datasets=datasets)
+                if not verify_record(h5, arrays=datasets):  # checksums of what was just read
                     log.warning("checkpoint %s has no checksums (written by an older marrow3d): content "
                                 "checks only", p)
-            except IntegrityProblem as exc:
-                raise CheckpointError(f"checkpoint {str(p)!r} is damaged: {exc}") from None
-            state = read_tree(h5["state"])
+            except (IntegrityProblem, OSError) as exc:
+                raise CheckpointError(f"checkpoint {str(p)!r} is damaged: {' '.join(str(exc).split())}") from None
     except CheckpointError:
         raise
     except (OSError, KeyError, ValueError, RuntimeError, TypeError) as exc:

@@ -60,11 +60,14 @@ def _value_digest(value: Any) -> str:
     return h.hexdigest()
 
 
-def tree_digests(h5: h5py.File, scope: list[str] | None = None) -> dict[str, str]:
+def tree_digests(h5: h5py.File, scope: list[str] | None = None,
+                 arrays: dict[str, np.ndarray] | None = None) -> dict[str, str]:
     """SHA-256 of every dataset (``/path``) and attribute (``/path@name``) in ``h5``.
 
     ``scope``: only these groups (e.g. ``["/meta", "/anatomy"]``), their attributes and
     everything under them; the whole file (root attributes included) when None.
+    ``arrays``: datasets already in memory (path -> the array as stored or as read), used
+    instead of reading them again; every other dataset is read.
 
     Reads every dataset in full.
 
@@ -96,6 +99,9 @@ def tree_digests(h5: h5py.File, scope: list[str] | None = None) -> dict[str, str
         if scope is None or path not in scope:
             attrs_of(path, obj)
         if isinstance(obj, h5py.Dataset):
+            if arrays is not None and path in arrays:
+                out[path] = _value_digest(arrays[path])
+                return
             try:
                 data = obj[()]
             except (OSError, RuntimeError, ValueError) as exc:
@@ -106,10 +112,11 @@ def tree_digests(h5: h5py.File, scope: list[str] | None = None) -> dict[str, str
     return out
 
 
-def write_record(h5: h5py.File, scope: list[str] | None = None) -> None:
+def write_record(h5: h5py.File, scope: list[str] | None = None,
+                 arrays: dict[str, np.ndarray] | None = None) -> None:
     """Checksum everything in the open, writable ``h5`` (or the groups of ``scope``) and store
-    the record in ``/meta``."""
-    record: dict[str, Any] = {"sha256": tree_digests(h5, scope)}
+    the record in ``/meta``. ``arrays``: datasets just written (see :func:`tree_digests`)."""
+    record: dict[str, Any] = {"sha256": tree_digests(h5, scope, arrays)}
     if scope is not None:
         record["scope"] = list(scope)
     text = json.dumps(record, sort_keys=True, separators=(",", ":"))
@@ -118,8 +125,10 @@ def write_record(h5: h5py.File, scope: list[str] | None = None) -> None:
     meta.attrs[RECORD_DIGEST_ATTR] = hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
-def verify_record(h5: h5py.File) -> bool:
+def verify_record(h5: h5py.File, arrays: dict[str, np.ndarray] | None = None) -> bool:
     """Check ``h5`` against its record; False when it has none (written before records).
+
+    ``arrays``: datasets already read (see :func:`tree_digests`), not read again.
 
     Raises
     ------
@@ -144,7 +153,7 @@ def verify_record(h5: h5py.File) -> bool:
             raise TypeError
     except (ValueError, KeyError, TypeError):
         raise IntegrityProblem("its integrity record (/meta@integrity) is not a checksum table") from None
-    actual = tree_digests(h5, scope)
+    actual = tree_digests(h5, scope, arrays)
     missing = sorted(set(record) - set(actual))
     extra = sorted(set(actual) - set(record))
     changed = sorted(k for k in set(record) & set(actual) if record[k] != actual[k])

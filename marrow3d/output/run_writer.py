@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +35,9 @@ RECORD_SCOPE = ["/meta", "/anatomy"]
 log = logging.getLogger(__name__)
 
 RUN_FILE_NAME = "run.h5"
+#: Environment hook for the crash tests: seconds to pause in the final /state write (after the
+#: datasets, before the file is closed), so a test can kill -9 the process there.
+_FINAL_PAUSE_ENV = "MARROW3D_TEST_FINAL_STATE_PAUSE_S"
 _TS_CHUNK = 1024
 #: /meta attributes rewritten when a run ends (after a resume they describe the last leg).
 _LAST_LEG_KEYS = ("kernel_compiler", "git_commit", "python_version", "numpy_version", "scipy_version",
@@ -153,6 +157,7 @@ class RunWriter:
         tmp = self.path.with_name(f".{RUN_FILE_NAME}.tmp-{os.getpid()}")
         h5 = None
         try:
+            self.directory.mkdir(parents=True, exist_ok=True)  # the runner made it; a library user may not
             h5 = h5py.File(tmp, "w", libver="latest", **WRITE_OPTIONS)
             if self.resume and self.path.exists():
                 self._fill_resumed(h5, model)
@@ -264,6 +269,9 @@ class RunWriter:
                 if key in self.meta:
                     h5["meta"].attrs[key] = self.meta[key]
             write_record(h5, RECORD_SCOPE)
+            pause = float(os.environ.get(_FINAL_PAUSE_ENV, "0") or 0)
+            if pause > 0:  # test hook: lets a test kill -9 the process mid-write
+                time.sleep(pause)
             h5.close()
         except (OSError, RuntimeError) as exc:
             abandon(h5)
@@ -281,8 +289,8 @@ def _create_column(ts: h5py.Group, name: str, unit: str) -> None:
     ds.attrs["units"] = unit
 
 
-def check_resumable(path: Path, model) -> None:
-    """Check, reading only, that ``run.h5`` can be continued by ``model`` (restored from a checkpoint).
+def check_resumable(path: Path, anatomy) -> None:
+    """Check, reading only, that ``run.h5`` can be continued from a checkpoint of ``anatomy``.
 
     Raises
     ------
@@ -302,11 +310,11 @@ def check_resumable(path: Path, model) -> None:
                 if name not in h5:
                     raise CheckpointError(f"{str(path)!r} has no /{name}: not a complete run file; {fix}")
             grid = tuple(h5["anatomy/tissue"].shape)
-            if grid != tuple(model.anatomy.shape):
+            if grid != tuple(anatomy.shape):
                 raise CheckpointError(f"{str(path)!r} has a {grid} grid but the checkpoint's is "
-                                      f"{tuple(model.anatomy.shape)}: it belongs to another run; {fix}")
+                                      f"{tuple(anatomy.shape)}: it belongs to another run; {fix}")
             stored = h5["meta"].attrs.get("anatomy_fingerprint")
-            if stored is not None and stored != model.anatomy.fingerprint():
+            if stored is not None and stored != anatomy.fingerprint():
                 raise CheckpointError(f"{str(path)!r} records another anatomy than the checkpoint's: it "
                                       f"belongs to another run; {fix}")
             h5["snapshots/iteration"][()]
