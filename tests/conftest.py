@@ -31,9 +31,9 @@ def gl():
     return detail
 
 
-@pytest.fixture
+@pytest.fixture(autouse=True)
 def restore_logging():
-    """The CLI points the marrow3d logger at the captured stderr; put it back afterwards."""
+    """The CLI installs a handler on the marrow3d logger; put the logger back after every test."""
     import logging
 
     logger = logging.getLogger("marrow3d")

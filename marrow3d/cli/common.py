@@ -80,6 +80,25 @@ def prepare_output_file(path: Path, flag: str = "--out") -> Path:
     return path
 
 
+class _CurrentStderrHandler(logging.StreamHandler):
+    """Write to whatever ``sys.stderr`` is at the time of each record.
+
+    A handler that kept the stream it was created with would write to a closed file once
+    ``sys.stderr`` is swapped and closed again (a notebook cell, a test runner's capture).
+    """
+
+    def __init__(self) -> None:
+        super().__init__(sys.stderr)
+
+    @property
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value) -> None:  # StreamHandler.__init__ assigns it; sys.stderr wins
+        pass
+
+
 def setup_logging(verbose: bool = False) -> None:
     """Log to stderr through rich when on a terminal, plain lines otherwise."""
     level = logging.DEBUG if verbose else logging.INFO
@@ -89,7 +108,7 @@ def setup_logging(verbose: bool = False) -> None:
         handler: logging.Handler = RichHandler(console=err_console, show_path=False)
         fmt = "%(message)s"
     else:
-        handler = logging.StreamHandler(sys.stderr)
+        handler = _CurrentStderrHandler()
         fmt = "%(asctime)s %(levelname)s %(name)s: %(message)s"
     handler.setFormatter(logging.Formatter(fmt))
     root = logging.getLogger("marrow3d")
