@@ -116,6 +116,7 @@ from .readouts_plan import (  # noqa: F401 - re-exported
     _K_SLOT,
 )
 from .ti_compat import ti
+from .transport import exchange_rate
 
 __all__ = [
     "REGION_OTHER",
@@ -205,10 +206,9 @@ def _channel_value(v, kind, floor, leak):
     """A channel's value for the float64 field value ``v``."""
     out = v
     if kind == EXCHANGE_FACTOR:
-        # numpy: np.where(v >= floor, v * (1.0 + leak * (1.0 - v)), 0.0), the same operations
-        out = ti.f64(0.0)
-        if v >= floor:
-            out = v * (1.0 + leak * (1.0 - v))
+        # The exchange law's one kernel copy with E0 = 1: 1 * v is v exactly, so this is
+        # numpy's np.where(v >= floor, v * (1.0 + leak * (1.0 - v)), 0.0), the same operations.
+        out = exchange_rate(1.0, v, leak, floor)
     return out
 
 
@@ -731,7 +731,8 @@ class FieldReduction:
         self.seg_base: dict[int, int] = {}
         self.seg_size: dict[int, int] = {}
         nz, ny, nx = self.shape
-        starts = np.zeros((max(len(self.seg_masks), 1), nz * ny), dtype=np.int64)
+        # the GPU layout gathers nothing: a 1 x 1 placeholder, not a row table per field
+        starts = np.zeros((max(len(self.seg_masks), 1), nz * ny if self.seg_masks else 1), dtype=np.int64)
         base = 0
         for k, m in enumerate(self.seg_masks):
             codes = [c for c in range(8) if m >> c & 1]

@@ -134,8 +134,8 @@ def exchange_rate(e0, integ, leak, floor):
     integrity ``I >= floor``, else 0.
 
     Perfusion falls with integrity (factor I); permeability rises as the vessel leaks. With
-    ``e0 = 1`` it is the exchange factor ``E / E0`` (exactly: 1 * I = I), which device-side
-    readouts may call: the one copy of the law in kernels
+    ``e0 = 1`` it is the exchange factor ``E / E0`` (exactly: 1 * I = I), which the device-side
+    readouts (:mod:`kernels.readouts`) take from here: the one copy of the law in kernels
     (:func:`kernels.transport_reference.exchange_rate` is the independent numpy oracle).
     """
     e = ti.cast(0.0, ti.f64)
