@@ -23,11 +23,17 @@ readouts                   region code (uint8); scratch: one field (GPU layout) 
                            (CPU layout); tables (histograms, per-row offsets)
 =========================  ==========================================================  =====
 
+Besides, fixed-size float64 reduction partials: on a GPU (``voxels`` layout) 5 x (2^18 + 256)
+for the solver (10.5 MB) and 40 x (2^14 + 2^7) per readout field (5.3 MB for five fields), on
+a CPU (``rows``) 5 per (z, y) row and a band factor of the coarsest level (<= 512 cells);
+:func:`estimate_memory` counts the layout its ``gpu`` flag names. They add about 7.5 bytes per
+voxel at 128^3 on a GPU, about 0.1 at 512^3.
+
 So 17-25 bytes of state and about 79 of device workspace (f32, GPU layout), i.e. 96-104
-bytes per voxel in all on the device: 1.4-1.5 GiB for the 14.5 million voxels of the femur,
-12.5-13.5 GiB for 512^3, 101-109 GiB for 1024^3. ``precision = "float64"`` doubles every
-float array except the (already float64) Newton iterate: 25-41 bytes of state and about 141
-of workspace.
+bytes per voxel in all on the device: 1.3-1.4 GiB for the 14.5 million voxels of the femur,
+12.0-13.0 GiB for 512^3, 96-104 GiB for 1024^3 (no drug - two drugs; ``estimate_memory``).
+``precision = "float64"`` doubles every float array except the (already float64) Newton
+iterate: 25-41 bytes of state and about 143 of workspace.
 
 Besides, the host keeps the anatomy arrays the model was built from (tissue, niche uint8,
 integrity f32: 6 bytes), counted in ``host_bytes``. On the CPU backend device and host are
@@ -144,12 +150,17 @@ def estimate_memory(shape: tuple[int, int, int], precision: str = "float32", *, 
     diffusivity_map : bool
         Whether ``transport.oxygen.diffusivity_map`` is set (one more float field).
     gpu : bool
-        The readouts' layout (:func:`readout_bytes`): GPU (default) or CPU.
+        The kernels' layout, as a run on that backend chooses it: GPU (default: the solver's
+        ``voxels`` plan, coarsened to one cell, with its 2^18 reduction lanes; the readouts'
+        GPU scratch) or CPU (``rows``: banded coarsest level, one partial per row; the
+        readouts' gathered regions), see :func:`readout_bytes` and
+        :func:`kernels.solver_plan.make_plan`.
     """
     f = _float_bytes(precision)
     n = int(shape[0]) * int(shape[1]) * int(shape[2])
     state = n * state_bytes_per_voxel(precision, drugs)
-    work = solver_workspace_bytes(shape, precision) + n * _LATTICE_WORKSPACE + SMALL_TABLES_BYTES
+    layout = "voxels" if gpu else "rows"
+    work = solver_workspace_bytes(shape, precision, layout) + n * _LATTICE_WORKSPACE + SMALL_TABLES_BYTES
     work += readout_bytes(shape, precision, gpu=gpu, fields=3 + int(drugs))
     if diffusivity_map:
         work += n * f

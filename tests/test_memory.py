@@ -95,10 +95,31 @@ def _state_arrays_bytes(state: dict, shape) -> int:
      ((12, 10, 9), 2, "float64")],
 )
 def test_estimate_equals_the_real_allocations(taichi_backend, shape, drugs, precision):
-    model = _model(shape, drugs, precision)
+    _check_allocations(_model(shape, drugs, precision), shape, drugs, precision, gpu=False)
+
+
+def test_gpu_layout_estimate_equals_the_real_allocations(taichi_backend, monkeypatch):
+    """``estimate_memory(gpu=True)`` sizes what a run on a GPU allocates: the solver's
+    ``voxels`` plan (coarsened to one cell, 2^18 reduction lanes, no band factor) and the
+    readouts' GPU scratch, here forced on the CPU backend as a GPU backend chooses them."""
+    import marrow3d.transport_solver
+    from marrow3d.kernels import ti_compat
+
+    monkeypatch.setattr(marrow3d.transport_solver, "is_gpu_arch", lambda: True)
+    monkeypatch.setattr(ti_compat, "is_gpu_arch", lambda: True)
+    shape = (13, 21, 30)
+    model = _model(shape, 1)
+    assert model.solver.plan.layout == "voxels" and model.metrics.gpu_layout
+    _check_allocations(model, shape, 1, "float32", gpu=True)
+    # the two layouts differ in size (the lanes' partials, the levels), so the flag matters
+    assert estimate_memory(shape, drugs=1, gpu=True).workspace_bytes != \
+        estimate_memory(shape, drugs=1, gpu=False).workspace_bytes
+
+
+def _check_allocations(model, shape, drugs: int, precision: str, *, gpu: bool) -> None:
     assert len(model.drugs) == drugs
     n = int(np.prod(shape))
-    est = estimate_memory(shape, precision, drugs=drugs, gpu=False)
+    est = estimate_memory(shape, precision, drugs=drugs, gpu=gpu)
 
     # prognostic state: the per-voxel arrays a checkpoint holds
     from marrow3d.output.model_state import capture_model_state
@@ -118,7 +139,7 @@ def test_estimate_equals_the_real_allocations(taichi_backend, shape, drugs, prec
     # readouts (region codes, scratch, tables): within their bound, exactly what nbytes() says
     readouts = sum(b for p, b in work.values() if p.startswith("model.metrics."))
     assert readouts == model.metrics.nbytes()
-    assert n < readouts <= readout_bytes(shape, precision, gpu=False, fields=3 + drugs)
+    assert n < readouts <= readout_bytes(shape, precision, gpu=gpu, fields=3 + drugs)
     work = {i: v for i, v in work.items() if not v[0].startswith("model.metrics.")}
     # fixed-size tables: cell parameters, counters, exposure sums, readout buffers, and each
     # field's packed coefficient table
@@ -127,7 +148,7 @@ def test_estimate_equals_the_real_allocations(taichi_backend, shape, drugs, prec
     small = sum(b for p, b in work.values() if p in tables or p.endswith("._packed"))
     assert small <= SMALL_TABLES_BYTES, sorted(work.values())
     sized = sum(b for _, b in work.values()) - small
-    expected = est.workspace_bytes - SMALL_TABLES_BYTES - readout_bytes(shape, precision, gpu=False, fields=3 + drugs)
+    expected = est.workspace_bytes - SMALL_TABLES_BYTES - readout_bytes(shape, precision, gpu=gpu, fields=3 + drugs)
     assert sized == expected, sorted(work.values())
 
     # host: the anatomy copy stays within the bound
@@ -142,7 +163,10 @@ def test_state_per_voxel_is_at_most_32_bytes():
     assert state_bytes_per_voxel("float32", drugs=0) == 17
     per = estimate_memory((128, 128, 128), "float32", drugs=2).per_voxel()
     assert per["state"] == 25
-    assert 75 < per["workspace"] < 85  # solver ~68, lattice 6, readouts ~5 (see marrow3d.resources)
+    # GPU layout at 512^3: solver ~68, lattice 6, readouts ~5 (see marrow3d.resources); at
+    # 128^3 its fixed-size reduction lanes (~16 MB) add ~8 per voxel
+    per = estimate_memory((512, 512, 512), "float32", drugs=2, gpu=True).per_voxel()
+    assert 75 < per["workspace"] < 85
 
 
 def test_grids_that_do_not_fit_are_refused_before_any_work():
