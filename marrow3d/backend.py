@@ -43,6 +43,7 @@ __all__ = [
     "probe_backends",
     "kernel_cache_dir",
     "missing_vulkan_capabilities",
+    "vulkan_probe_status",
     "VULKAN_REQUIREMENTS",
 ]
 
@@ -276,10 +277,25 @@ def _device_capability_getter(ti):
     return lambda name: bool(caps.get(getattr(core.DeviceCapability, name)))
 
 
+def vulkan_probe_status(has) -> str:
+    """``marrow3d info``'s word on a Vulkan device that started, from its capabilities.
+
+    ``has(name)`` tells whether the device has capability ``name``. A device that starts but
+    lacks what :data:`VULKAN_REQUIREMENTS` lists is reported as such, not as available: a run
+    on it would be refused at start-up.
+    """
+    missing = [name.removeprefix("spirv_has_") for name in VULKAN_REQUIREMENTS if not has(name)]
+    if missing:
+        return f"starts, but cannot run marrow3d (no {', no '.join(missing)})"
+    return "available (vulkan)"
+
+
 def probe_backends() -> dict[str, str]:
     """Report which backends could start, without initialising the kernels in this process.
 
-    Each probe runs in a short-lived subprocess because ``init`` is process-global.
+    Each probe runs in a short-lived subprocess because ``init`` is process-global. A Vulkan
+    device that starts is also checked for :data:`VULKAN_REQUIREMENTS`
+    (:func:`vulkan_probe_status`): Mesa's software lavapipe, for one, starts on any CPU.
     """
     import subprocess
     import sys
@@ -293,12 +309,17 @@ def probe_backends() -> dict[str, str]:
             f"    ti.init(arch=ti.{name}, enable_fallback=False, log_level=ti.ERROR, offline_cache=False)\n"
             "print(current_arch_name())\n"
         )
+        if name == "vulkan":
+            code += ("from marrow3d.backend import _device_capability_getter, vulkan_probe_status\n"
+                     "print('STATUS', vulkan_probe_status(_device_capability_getter(ti)))\n")
         try:
             proc = subprocess.run(
                 [sys.executable, "-c", code], capture_output=True, text=True, timeout=120
             )
             out = proc.stdout.strip().splitlines()
             results[name] = f"available ({out[-1]})" if proc.returncode == 0 and out else "unavailable"
+            if proc.returncode == 0 and out and out[-1].startswith("STATUS "):
+                results[name] = out[-1].removeprefix("STATUS ")
         except subprocess.TimeoutExpired:
             results[name] = "unavailable (probe timed out)"
     return results

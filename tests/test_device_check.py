@@ -78,6 +78,15 @@ def test_vulkan_capability_requirements():
     assert any("Newton iterate" in m for m in missing_vulkan_capabilities(lambda name: False))
 
 
+def test_info_reports_a_vulkan_device_that_cannot_run_the_model():
+    """`marrow3d info` must not call a Vulkan device available when a run on it is refused."""
+    from marrow3d.backend import vulkan_probe_status
+
+    assert vulkan_probe_status(lambda name: True) == "available (vulkan)"
+    status = vulkan_probe_status(lambda name: name == "spirv_has_int64")
+    assert status == "starts, but cannot run marrow3d (no float64, no atomic_int64)", status
+
+
 def test_vulkan_device_lacking_float64_is_refused(tmp_path):
     """End to end where a Vulkan driver exists (e.g. Mesa's lavapipe): the device is made to
     report no float64, and initialize('vulkan') must raise BackendError naming it."""
