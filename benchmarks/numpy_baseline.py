@@ -53,7 +53,7 @@ from marrow3d.kernels.cells_rules import (
 __all__ = ["NumpyMarrow", "time_numpy_step", "cell_step_numpy"]
 
 _TYPES = {"hsc": codes.HSC, "progenitor": codes.PROGENITOR, "lsc": codes.LSC, "blast": codes.BLAST}
-_OFFSETS = ((1, 0, 0), (-1, 0, 0), (0, 1, 0), (0, -1, 0), (0, 0, 1), (0, 0, -1))
+_OFFSETS = codes.FACE_DIRECTIONS  # the kernels' face-neighbour order (direction d and d ^ 1 opposite)
 LODGED = 1
 
 
