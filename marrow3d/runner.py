@@ -181,10 +181,13 @@ def _probe_mkdir(out_dir: Path, flag: str) -> None:
     missing = out_dir
     while not missing.parent.exists() and missing.parent != missing:
         missing = missing.parent
+    if missing.is_symlink():  # a link to nothing: mkdir would fail only after the model is built
+        raise OutputError(f"{flag} {str(out_dir)!r} cannot be created: {str(missing)!r} is a symbolic link "
+                          f"to {os.readlink(missing)!r}, which does not exist")
     try:
         missing.mkdir()
     except FileExistsError:
-        return  # appeared meanwhile (or a dangling link): the claim says what is wrong
+        return  # appeared meanwhile: the claim says what is wrong
     except OSError as exc:
         raise OutputError(f"{flag} {str(out_dir)!r} cannot be created: {exc.strerror or exc}") from None
     try:

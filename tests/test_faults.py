@@ -310,6 +310,9 @@ RUN_FILE_DAMAGE = {
     "voxel_size_zero": ("bare", lambda h5: h5["anatomy"].attrs.__setitem__("voxel_um", 0.0), ["voxel_um"]),
     "schema_newer_but_broken": ("bare", lambda h5: (h5["meta"].attrs.__setitem__("schema_version", 99),
                                                     h5.__delitem__("snapshots/time_h")), ["snapshots"]),
+    # issue 16 item 6: a flipped snapshot chunk (export --format vtkhdf gave a traceback)
+    "snapshot_chunk_flipped": (lambda s, d: (shutil.copyfile(s, d), _flip_chunk(d, "snapshots/oxygen")),
+                               ["/snapshots/oxygen"]),
 }
 
 
@@ -362,6 +365,8 @@ def test_readers_refuse_a_damaged_run_file_in_one_line(good, tmp_path, case, res
         code, out, err = _invoke(args)
         if code != 0:  # info and csv read less than everything and may rightly succeed
             _one_error_line(code, out, err)
+    if case.startswith("truncated"):  # issue 16 item 3: render hung on a truncated run.h5 too
+        _one_error_line(*_invoke(["render", run_dir, "--out", tmp_path / f"{case}.png"]), "truncated")
     with pytest.raises(Marrow3DError) as info:
         _read_everything(run_dir)
     for needle in needles:
@@ -428,6 +433,31 @@ def test_resume_with_another_runs_file_is_refused(good, tmp_path, restore_loggin
     _one_error_line(*_invoke(["resume", run_dir, "--days", "1"]), "another anatomy")
     assert _files(run_dir) == before
 
+
+
+@pytest.mark.parametrize("existed", [False, True])
+def test_a_failure_after_the_directory_is_claimed_leaves_no_config(taichi_backend, tmp_path, monkeypatch, existed):
+    """Issue 16 item 12: an error once the output directory is claimed and config.toml written
+    (here the run writer failing to start) leaves no config.toml, and no directory the run made."""
+    import marrow3d.runner as runner
+    from marrow3d.config import load_config
+    from marrow3d.errors import OutputError
+    from marrow3d.output.runlock import LOCK_NAME
+
+    def fail(model, cfg, out_dir, *args, **kw):
+        assert (out_dir / "config.toml").exists()  # the failure comes after the config is written
+        raise OutputError("injected: run.h5 cannot be created")
+
+    monkeypatch.setattr(runner, "make_model", lambda cfg, out_dir=None: object())  # the model is not needed
+    monkeypatch.setattr(runner, "build_simulation", fail)
+    out = tmp_path / "r"
+    if existed:
+        out.mkdir()
+    with pytest.raises(OutputError, match="injected"):
+        runner.run_simulation(load_config(TINY, QUICK), out, progress=False)
+    assert out.exists() == existed
+    if existed:  # the lock file of a directory the run did not make stays (another process may hold it)
+        assert {p.name for p in out.iterdir()} <= {LOCK_NAME}
 
 # ---------------------------------------------------------------------------------- hostile command lines
 def _mask(tmp: Path, name: str, arr, **kw) -> Path:
