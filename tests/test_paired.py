@@ -190,6 +190,9 @@ def test_an_unknown_control_or_arm_is_one_clear_error():
         paired_table(_members(), "7+4", EXP)
     with pytest.raises(SweepError, match="no finished arm is named 'DFO'"):
         paired_table(_members(), "7+3", EXP, arms=["DFO"])
+    twice = pd.concat([_members(), _members().iloc[:1]])
+    with pytest.raises(SweepError, match="arm '7\\+3' has several members for seed 1"):
+        paired_table(twice, "7+3", EXP)
 
 
 # ---------------------------------------------------------------------------- specs
@@ -221,6 +224,9 @@ lists = [ {{ name = "control" }}, {{ name = "treated", "cells.initial.lsc_count"
      "'a b' is not a time-series column name"),
     ('control = "control"\ninduction_start_day = 0.1\nend_of_induction_day = 0.2\nfollow_up = 3',
      "follow_up"),
+    ('control = "control"\ninduction_start_day = 0.1\nend_of_induction_day = 0.2\n'
+     '[vary.grid]\n"cells.initial.hsc_niche_fraction" = [0.5, 0.6]',
+     "vary.grid multiplies them"),
 ])
 def test_experiment_table_problems_are_one_line_config_errors(tmp_path, experiment, message):
     with pytest.raises(ConfigError) as err:
@@ -247,3 +253,12 @@ def test_the_niche_therapy_experiment_expands_to_20_seeds_of_five_arms_branched_
     cfg = tomllib.loads(plan.members[0]["config_toml"])
     assert cfg["domain"]["shape_voxels"] == [40, 40, 40] and cfg["anatomy"]["niche_density_per_mm3"] == 4000
     assert cfg["run"]["days"] == 42
+
+
+def test_the_reduced_experiment_keeps_arms_seeds_and_slots_and_branches_at_diagnosis():
+    plan = expand(*load_spec(EXPERIMENT.with_name("niche_therapy_reduced.toml")))
+    assert len(plan.members) == 100 and len(plan.prefixes) == 20 and plan.at_day == 21
+    assert all(m["error"] is None for m in plan.members)
+    dfo = tomllib.loads(next(m for m in plan.members if m["label"] == "7+3+DFO")["config_toml"])
+    assert [e["start_day"] for e in dfo["therapy"]["events"] if e["agent"] == "deferoxamine"] == [21]
+    assert tomllib.loads(plan.members[0]["config_toml"])["domain"]["shape_voxels"] == [32, 32, 32]

@@ -247,6 +247,10 @@ def paired_table(members, control: str, exp: ExperimentDays, arms: list[str] | N
     bad = [a for a in arms if a not in known]
     if bad:
         raise SweepError(f"experiment.arms: no finished arm is named {bad[0]!r} (arms: {', '.join(map(repr, known))})")
+    dup = members[members.duplicated(["arm", "seed"])]
+    if len(dup):
+        raise SweepError(f"arm {dup['arm'].iloc[0]!r} has several members for seed {int(dup['seed'].iloc[0])}; "
+                         "a paired comparison needs one member per arm and seed")
     names = endpoint_names(exp)
     ctrl = members[members["arm"] == control].set_index("seed")
     rows = []

@@ -328,6 +328,11 @@ class SweepSpec(_Spec):
                     raise ValueError(f"experiment.{where}: no arm is named {name!r} (arms: {known})")
             if len(labels) < 2:
                 raise ValueError("experiment: a paired comparison needs at least two named arms in [vary] lists")
+            other = [b for b in ("grid", "zip") if getattr(self.vary, b)] + \
+                (["latin_hypercube"] if self.vary.latin_hypercube is not None else [])
+            if other:
+                raise ValueError(f"experiment: the arms must be the only design points, but vary.{other[0]} "
+                                 "multiplies them (one member per arm and seed is compared)")
         return self
 
 
