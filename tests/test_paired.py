@@ -139,7 +139,11 @@ def test_conditioned_share_and_extra_columns_plug_in_by_name():
     extra = {"niche_endosteal_conditioned": np.full(n, 3.0), "niche_perivascular_conditioned": np.full(n, 1.0),
              "niche_endosteal_slots": np.full(n, 10.0), "niche_perivascular_slots": np.full(n, 30.0),
              "cxcl12_uM_mean": np.arange(n, dtype=float)}
-    exp = ExperimentDays(2.0, 3.0, 2.0, columns=("cxcl12_uM_mean", "not_there"))
+    exp = ExperimentDays(2.0, 3.0, 2.0, columns=("cxcl12_uM_mean", "not_there", "hsc_niche_share", "lsc"))
+    # Built-in readings named again, or a name that would collide with one, add nothing.
+    assert [k for k in endpoint_names(exp) if k.endswith("_eoi")] == [
+        "lsc_lodged_eoi", "lsc_free_eoi", "lsc_eoi", "hsc_niche_share_eoi", "conditioned_slot_share_eoi",
+        "cxcl12_uM_mean_eoi", "not_there_eoi"]
     vals, missing = member_endpoints(_series([10] * n, extra=extra), exp)
     assert vals["conditioned_slot_share_eoi"] == pytest.approx(4 / 40)
     assert vals["cxcl12_uM_mean_eoi"] == 6.0 and vals["cxcl12_uM_mean_fu"] == 10.0
@@ -186,9 +190,9 @@ def test_paired_table_pairs_by_seed_and_reports_na_with_the_reason():
 
 
 def test_an_unknown_control_or_arm_is_one_clear_error():
-    with pytest.raises(SweepError, match=r"--paired '7\+4': no finished arm has that name \(arms: '7\+3'"):
+    with pytest.raises(SweepError, match=r"control arm '7\+4': no finished member .* \(finished arms: '7\+3'"):
         paired_table(_members(), "7+4", EXP)
-    with pytest.raises(SweepError, match="no finished arm is named 'DFO'"):
+    with pytest.raises(SweepError, match="no finished member is in an arm named 'DFO'"):
         paired_table(_members(), "7+3", EXP, arms=["DFO"])
     twice = pd.concat([_members(), _members().iloc[:1]])
     with pytest.raises(SweepError, match="arm '7\\+3' has several members for seed 1"):

@@ -285,7 +285,7 @@ columns = ["hsc_niche_share", "no_such_readout"]
     assert paired.loc["no_such_readout_fu", "n"] == 0
     assert "n/a: no run has the time-series column 'no_such_readout'" in (sw / "paired.md").read_text()
     proc = _cli("sweep-report", str(sw), "--paired", "contrl", cwd=tmp_path, ok=(2,))
-    assert proc.stderr.count("\n") == 1 and "'contrl': no finished arm has that name" in proc.stderr
+    assert proc.stderr.count("\n") == 1 and "control arm 'contrl': no finished member" in proc.stderr
 
 
 def test_report_draws_the_endpoints(tiny_sweep, tmp_path):

@@ -103,13 +103,14 @@ def register(app: typer.Typer) -> None:
 
         if out is not None:
             prepare_output_file(out)
-        path = make_report(sweep_dir, out)
-        console.print(f"[green]written[/]: {path}", highlight=False)
+        # The paired tables first: a wrong arm name is reported before the figure is drawn.
         if paired is not None or experiment_of(sweep_dir) is not None:
             md, table = write_paired(sweep_dir, paired)
             n_na = int((table["n"] == 0).sum())
             console.print(f"[green]written[/]: {md} ({len(table)} comparisons, {n_na} n/a; "
                           f"also paired.csv, paired.parquet, paired_members.csv)", highlight=False)
+        path = make_report(sweep_dir, out)
+        console.print(f"[green]written[/]: {path}", highlight=False)
 
 
 def _print_plan(rows: list[dict], out: Path) -> None:

@@ -128,10 +128,23 @@ def _at_day(df, column: str, day: float) -> float:
     return float(df[column].iloc[k]) if k >= 0 else math.nan
 
 
+def _at_day_columns(exp: ExperimentDays) -> dict[str, tuple[str, str]]:
+    """Time-series column -> (endpoint stem, label) of every reading on the two days: the
+    built-in ones, then the spec's extra ``columns`` (those whose stem is already taken are
+    the built-in readings themselves, or would collide, and are skipped)."""
+    out = dict(AT_DAY_COLUMNS)
+    stems = {stem for stem, _ in out.values()}
+    for c in exp.columns:
+        if c not in out and c not in stems:
+            out[c] = (c, c)
+            stems.add(c)
+    return out
+
+
 def endpoint_names(exp: ExperimentDays) -> dict[str, str]:
     """Every endpoint of ``exp``, in table order: name -> label."""
     out: dict[str, str] = {}
-    at_day = {**AT_DAY_COLUMNS, **{c: (c, c) for c in exp.columns if c not in AT_DAY_COLUMNS}}
+    at_day = _at_day_columns(exp)
     for when, day in (("eoi", exp.end_of_induction_day), ("fu", exp.followup_day)):
         for name, label in at_day.values():
             out[f"{name}_{when}"] = f"{label}, day {day:g}"
@@ -155,8 +168,7 @@ def member_endpoints(df, exp: ExperimentDays) -> tuple[dict[str, float], list[st
     df = derived_columns(df)
     values: dict[str, float] = {k: math.nan for k in endpoint_names(exp)}
     missing: list[str] = []
-    at_day = {**AT_DAY_COLUMNS, **{c: (c, c) for c in exp.columns if c not in AT_DAY_COLUMNS}}
-    for column, (name, _) in at_day.items():
+    for column, (name, _) in _at_day_columns(exp).items():
         if column not in df.columns:
             missing.append(column)
             continue
@@ -223,8 +235,7 @@ def _note(members, name: str, exp: ExperimentDays, arm: str, control: str) -> st
     sub = members[members["arm"].isin([arm, control])]
     if sub.empty:
         return "n/a: no finished member in these arms"
-    needed = {f"{v[0]}_{w}": k for k, v in {**AT_DAY_COLUMNS, **{c: (c, c) for c in exp.columns}}.items()
-              for w in ("eoi", "fu")}
+    needed = {f"{stem}_{w}": col for col, (stem, _) in _at_day_columns(exp).items() for w in ("eoi", "fu")}
     cols = (needed[name],) if name in needed else _WINDOW_NEEDS.get(name, ("count_lsc", "count_blast"))
     lacking = [c for c in cols if sub["missing_readouts"].str.split(";").map(lambda m: c in m).all()]
     if lacking:
@@ -240,13 +251,14 @@ def paired_table(members, control: str, exp: ExperimentDays, arms: list[str] | N
 
     known = list(dict.fromkeys(members["arm"]))
     if control not in known:
-        raise SweepError(f"--paired {control!r}: no finished arm has that name "
-                         f"(arms: {', '.join(repr(a) for a in known) or 'none'})")
+        raise SweepError(f"control arm {control!r}: no finished member is in an arm of that name "
+                         f"(finished arms: {', '.join(repr(a) for a in known) or 'none'})")
     if arms is None:
         arms = [a for a in known if a != control]
     bad = [a for a in arms if a not in known]
     if bad:
-        raise SweepError(f"experiment.arms: no finished arm is named {bad[0]!r} (arms: {', '.join(map(repr, known))})")
+        raise SweepError(f"experiment.arms: no finished member is in an arm named {bad[0]!r} "
+                         f"(finished arms: {', '.join(map(repr, known))})")
     dup = members[members.duplicated(["arm", "seed"])]
     if len(dup):
         raise SweepError(f"arm {dup['arm'].iloc[0]!r} has several members for seed {int(dup['seed'].iloc[0])}; "
