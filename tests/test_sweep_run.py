@@ -237,6 +237,12 @@ lists = [
 seeds = [3]
 [branch]
 at_day = 0.125
+[experiment]
+control = "control"
+induction_start_day = 0.125
+end_of_induction_day = 0.1875
+followup_days = 0.0625
+columns = ["hsc_niche_share", "no_such_readout"]
 """)
     _cli("sweep", str(spec), "--out", str(tmp_path / "sw"), "--threads", "1", cwd=tmp_path)
     sw = tmp_path / "sw"
@@ -261,6 +267,25 @@ at_day = 0.125
     before = _mtimes(sw / "prefixes")
     proc = _cli("sweep", str(spec), "--out", str(sw), "--threads", "1", cwd=tmp_path)
     assert "(0 run now, 2 already done)" in proc.stdout and _mtimes(sw / "prefixes") == before
+    # The paired report of the [experiment] table: arm minus control on the one seed, read
+    # from the runs' time series on the stated days; absent readouts are n/a with the reason.
+    proc = _cli("sweep-report", str(sw), cwd=tmp_path)
+    assert "paired.md (" in proc.stdout
+    members = pd.read_parquet(sw / "paired_members.parquet").set_index("arm")
+    with h5py.File(sw / "members" / "p001_s3" / "run.h5", "r") as b:
+        ts = {k: b["timeseries"][k][()] for k in ("time_h", "count_lsc", "lodged_lsc")}
+    row = int(np.flatnonzero(ts["time_h"] <= 0.1875 * 24)[-1])  # day 0.1875 = 4.5 h: the 4-h row
+    assert members.loc["cytarabine", "lsc_eoi"] == ts["count_lsc"][row]
+    assert members.loc["cytarabine", "lsc_free_fu"] == ts["count_lsc"][-1] - ts["lodged_lsc"][-1]
+    assert np.isnan(members.loc["control", "relapse_free_days"])  # untreated: no relapse to time
+    paired = pd.read_csv(sw / "paired.csv").set_index("endpoint")
+    assert (paired["arm"] == "cytarabine").all() and (paired["control"] == "control").all()
+    assert paired.loc["lsc_eoi", "n"] == 1 and paired.loc["lsc_eoi", "mean_diff"] == (
+        members.loc["cytarabine", "lsc_eoi"] - members.loc["control", "lsc_eoi"])
+    assert paired.loc["no_such_readout_fu", "n"] == 0
+    assert "n/a: no run has the time-series column 'no_such_readout'" in (sw / "paired.md").read_text()
+    proc = _cli("sweep-report", str(sw), "--paired", "contrl", cwd=tmp_path, ok=(2,))
+    assert proc.stderr.count("\n") == 1 and "control arm 'contrl': no finished member" in proc.stderr
 
 
 def test_report_draws_the_endpoints(tiny_sweep, tmp_path):

@@ -38,7 +38,8 @@ import math
 
 import numpy as np
 
-__all__ = ["ENDPOINTS", "ENDPOINT_INPUTS", "RELAPSE_FACTOR", "TREATMENT_AGENTS", "endpoints", "treatment_start_day"]
+__all__ = ["ENDPOINTS", "ENDPOINT_INPUTS", "RELAPSE_FACTOR", "TREATMENT_AGENTS", "endpoints", "nadir_and_relapse",
+           "treatment_start_day"]
 
 #: Relapse: the burden exceeds this multiple of its nadir (and at least this many cells).
 RELAPSE_FACTOR = 10.0
@@ -92,6 +93,38 @@ def treatment_start_day(config_toml: str | None) -> float:
     return min(starts) if starts else math.nan
 
 
+def nadir_and_relapse(day: np.ndarray, burden: np.ndarray, start_day: float) -> tuple[float, float, float]:
+    """Burden nadir from ``start_day`` on, the day it is first reached, and the relapse day.
+
+    Parameters
+    ----------
+    day : ndarray
+        Time of each row [d], increasing.
+    burden : ndarray
+        Leukemic burden ``B = count_lsc + count_blast`` of each row [cells].
+    start_day : float
+        First day searched [d] (``-inf``: the whole run).
+
+    Returns
+    -------
+    (nadir, nadir_day, relapse_day) : tuple of float
+        ``min B`` over the rows at or after ``start_day`` [cells] and the first day it is
+        reached [d]; the first day after the nadir with ``B > RELAPSE_FACTOR * max(nadir, 1)``
+        [d], NaN when that does not happen within the rows (censored). All NaN when no row is
+        at or after ``start_day``.
+    """
+    day = np.asarray(day, dtype=np.float64)
+    burden = np.asarray(burden, dtype=np.float64)
+    idx = np.flatnonzero(day >= start_day - 1e-9)
+    if idx.size == 0:
+        return math.nan, math.nan, math.nan
+    k = int(idx[np.argmin(burden[idx])])  # argmin: the first index of the minimum
+    nadir = float(burden[k])
+    above = np.flatnonzero(burden[k + 1:] > RELAPSE_FACTOR * max(nadir, 1.0))
+    relapse = float(day[k + 1 + above[0]]) if above.size else math.nan
+    return nadir, float(day[k]), relapse
+
+
 def endpoints(ts: dict[str, np.ndarray], treat_day: float = math.nan) -> dict[str, float]:
     """The endpoints of one run from its time series (see the module docstring)."""
     out = {k: math.nan for k in ENDPOINTS}
@@ -113,17 +146,10 @@ def endpoints(ts: dict[str, np.ndarray], treat_day: float = math.nan) -> dict[st
     if "count_lsc" in ts and "count_blast" in ts:
         burden = np.asarray(ts["count_lsc"], dtype=np.float64) + np.asarray(ts["count_blast"], dtype=np.float64)
         treated = math.isfinite(treat_day)
-        window = day >= treat_day - 1e-9 if treated else np.ones_like(day, dtype=bool)
-        if window.any():
-            idx = np.flatnonzero(window)
-            k = int(idx[np.argmin(burden[idx])])  # argmin: the first index of the minimum
-            nadir = float(burden[k])
-            out["min_burden"] = nadir
-            out["min_burden_day"] = float(day[k])
-            if treated:
-                above = np.flatnonzero(burden[k + 1:] > RELAPSE_FACTOR * max(nadir, 1.0))
-                if above.size:
-                    out["relapse_day"] = float(day[k + 1 + above[0]])
+        nadir, nadir_day, relapse = nadir_and_relapse(day, burden, treat_day if treated else -math.inf)
+        out["min_burden"], out["min_burden_day"] = nadir, nadir_day
+        if treated:
+            out["relapse_day"] = relapse
     out["final_hsc_niche_share"] = last("hsc_niche_share")
     integrity = last("arteriole_mean_integrity")
     out["arteriole_loss"] = 1.0 - integrity if math.isfinite(integrity) else math.nan

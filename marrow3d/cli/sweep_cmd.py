@@ -86,15 +86,29 @@ def register(app: typer.Typer) -> None:
     def sweep_report(
         sweep_dir: Path = typer.Argument(..., help="A sweep folder (holds summary.csv or sweep.json)."),
         out: Optional[Path] = typer.Option(None, "--out", "-o", help="Image file (default DIR/report.png)."),
+        paired: Optional[str] = typer.Option(
+            None, "--paired", help="Compare every arm with this one, paired by seed (default: the spec's "
+            "experiment.control, when it has an [experiment] table)."
+        ),
     ) -> None:
-        """Plot a sweep's endpoints against its varied parameters.
+        """Plot a sweep's endpoints against its varied parameters; with an [experiment] table in the
+        spec (or --paired ARM), also write the paired differences against the control arm:
+        DIR/paired.csv, .parquet and .md (95% t and bootstrap intervals, sign counts) and the
+        per-member endpoints DIR/paired_members.csv and .parquet.
 
-        Example: [bold]marrow3d sweep-report runs/sweep --out sweep.png[/]
+        Example: [bold]marrow3d sweep-report runs/niche_therapy --paired 7+3[/]
         """
+        from ..sweep.paired import experiment_of, write_paired
         from ..sweep.report import make_report
 
         if out is not None:
             prepare_output_file(out)
+        # The paired tables first: a wrong arm name is reported before the figure is drawn.
+        if paired is not None or experiment_of(sweep_dir) is not None:
+            md, table = write_paired(sweep_dir, paired)
+            n_na = int((table["n"] == 0).sum())
+            console.print(f"[green]written[/]: {md} ({len(table)} comparisons, {n_na} n/a; "
+                          f"also paired.csv, paired.parquet, paired_members.csv)", highlight=False)
         path = make_report(sweep_dir, out)
         console.print(f"[green]written[/]: {path}", highlight=False)
 

@@ -174,6 +174,7 @@ class Plan:
     base_source: str = ""
     name: str | None = None
     at_day: float | None = None
+    experiment: dict[str, Any] | None = None
 
     @property
     def units(self) -> list[dict[str, Any]]:
@@ -186,6 +187,7 @@ class Plan:
             "base_source": self.base_source,
             "varied_keys": self.varied_keys,
             "at_day": self.at_day,
+            "experiment": self.experiment,
             "prefixes": self.prefixes,
             "members": self.members,
         }
@@ -194,7 +196,7 @@ class Plan:
     def from_json(cls, data: dict[str, Any]) -> "Plan":
         return cls(members=data["members"], prefixes=data.get("prefixes", []),
                    varied_keys=data.get("varied_keys", []), base_source=data.get("base_source", ""),
-                   name=data.get("name"), at_day=data.get("at_day"))
+                   name=data.get("name"), at_day=data.get("at_day"), experiment=data.get("experiment"))
 
 
 def expand(spec: SweepSpec, spec_dir: str | Path | None = None, *, extra_overrides: list[str] | tuple[str, ...] = (),
@@ -259,6 +261,13 @@ def expand(spec: SweepSpec, spec_dir: str | Path | None = None, *, extra_overrid
                 f"(run.cell_step_hours = {step_h:g})"
             )
 
+    experiment = spec.experiment.model_dump(mode="json") if spec.experiment is not None else None
+    if spec.experiment is not None and base_cfg.run.days < spec.experiment.followup_day - 1e-9:  # type: ignore[attr-defined]
+        raise ConfigError(
+            f"experiment: the follow-up day {spec.experiment.followup_day:g} (end_of_induction_day + followup_days) "
+            f"is after the end of the runs (run.days = {base_cfg.run.days:g})"  # type: ignore[attr-defined]
+        )
+
     points = _design(spec)
     width = max(3, len(str(len(points) - 1)))
     prefixes: dict[int, dict[str, Any]] = {}
@@ -298,7 +307,7 @@ def expand(spec: SweepSpec, spec_dir: str | Path | None = None, *, extra_overrid
                 member["error"] = str(exc)
             members.append(member)
     return Plan(members=members, prefixes=list(prefixes.values()), varied_keys=varied, base_source=source,
-                name=spec.name, at_day=at_day)
+                name=spec.name, at_day=at_day, experiment=experiment)
 
 
 def _make_arm(member: dict[str, Any], cfg: SimulationConfig, prefix: dict[str, Any], prefix_cfg: SimulationConfig,

@@ -32,6 +32,14 @@ Format
     [branch]                           # optional: shared prefix per seed, forked into arms
     at_day = 14
 
+    [experiment]                       # optional: paired comparison of named arms (by seed)
+    control = "7+3"                    # a `name` of [vary] lists: the reference arm
+    arms = ["7+3+CXCR4"]               # optional: the arms compared with it (default: all others)
+    induction_start_day = 21           # relapse clock and nadir search start here
+    end_of_induction_day = 28          # surviving LSCs are read on this day ...
+    followup_days = 14                 # ... and this many days later
+    columns = ["cxcl12_uM_mean"]       # optional: extra time-series readouts, by name
+
 Keys are the dotted config keys of ``marrow3d run --set``; an unquoted dotted key in TOML
 (``grid = { cells.initial.lsc_count = [4, 20] }``) is the same key. A table value is merged
 key by key into the config, like a config file over the defaults.
@@ -47,6 +55,11 @@ With ``[branch]``, each seed's shared history is run once, to ``at_day`` (the ru
 checkpoint is at that time), and every design point is forked from it with ``branch_run``:
 varied keys must then be branchable (:data:`marrow3d.runner.BRANCHABLE_PREFIXES`: therapy,
 cells, vessels, transport.drugs, ...), which is checked when the spec is read.
+
+``[experiment]`` names the arms of a paired comparison (:mod:`marrow3d.sweep.paired`,
+``marrow3d sweep-report``): its arm names must be ``name`` labels of ``[vary] lists`` and its
+days must be in order, which is checked when the spec is read; that the runs last until the
+follow-up day is checked against ``run.days`` when the spec is expanded.
 """
 
 from __future__ import annotations
@@ -60,7 +73,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from ..config.loader import parse_toml_text, read_toml, validate_dict
 from ..errors import ConfigError
 
-__all__ = ["SweepSpec", "Vary", "LatinHypercube", "Replicates", "Branch", "load_spec", "flatten_keys", "LABEL_KEY"]
+__all__ = ["SweepSpec", "Vary", "LatinHypercube", "Replicates", "Branch", "Experiment", "load_spec", "flatten_keys", "LABEL_KEY"]
 
 #: The key of a ``[vary] lists`` entry that names the point instead of setting a config value.
 LABEL_KEY = "name"
@@ -239,6 +252,43 @@ class Branch(_Spec):
     at_day: float = Field(..., gt=0.0, description="Branch point, in days from the start of the run.")
 
 
+class Experiment(_Spec):
+    """``[experiment]``: a paired comparison of named arms against a control arm, by seed."""
+
+    control: str = Field(..., min_length=1, description="The reference arm (a `name` of [vary] lists).")
+    arms: list[str] | None = Field(None, min_length=1, description="Arms compared with it (default: all others).")
+    induction_start_day: float = Field(
+        ..., ge=0.0, description="Day induction starts: the burden nadir is sought and relapse timed from here [d]."
+    )
+    end_of_induction_day: float = Field(..., gt=0.0, description="Day surviving LSCs are first read [d].")
+    followup_days: float = Field(14.0, gt=0.0, description="Second reading, this many days later [d].")
+    columns: list[str] = Field(
+        default_factory=list,
+        description="Extra time-series columns read at both days (n/a while the runs lack them).",
+    )
+
+    @model_validator(mode="after")
+    def _days(self) -> "Experiment":
+        if not self.end_of_induction_day > self.induction_start_day:
+            raise ValueError(f"end_of_induction_day ({self.end_of_induction_day:g}) must be after "
+                             f"induction_start_day ({self.induction_start_day:g})")
+        if self.arms is not None:
+            if self.control in self.arms:
+                raise ValueError(f"arms lists the control arm {self.control!r}")
+            dup = sorted({a for a in self.arms if self.arms.count(a) > 1})
+            if dup:
+                raise ValueError(f"arms lists {dup[0]!r} twice")
+        bad = [c for c in self.columns if not c or not c.replace("_", "").isalnum()]
+        if bad:
+            raise ValueError(f"columns: {bad[0]!r} is not a time-series column name (letters, digits, _)")
+        return self
+
+    @property
+    def followup_day(self) -> float:
+        """Day of the second reading [d]."""
+        return self.end_of_induction_day + self.followup_days
+
+
 class SweepSpec(_Spec):
     """A whole sweep spec (one TOML file); see the module docstring for the format."""
 
@@ -250,6 +300,7 @@ class SweepSpec(_Spec):
     vary: Vary = Field(default_factory=Vary, description="The design points.")
     replicates: Replicates | None = Field(None, description="Seeds of every design point.")
     branch: Branch | None = Field(None, description="Shared prefix per seed and branched arms.")
+    experiment: Experiment | None = Field(None, description="Paired comparison of named arms.")
 
     @field_validator("base", mode="before")
     @classmethod
@@ -268,6 +319,20 @@ class SweepSpec(_Spec):
             raise ValueError("run.seed is varied and also set by [replicates]; use one of them")
         if self.branch is not None and "run.seed" in varied:
             raise ValueError("a branching sweep takes its seeds from [replicates], not from [vary]")
+        if self.experiment is not None:
+            labels = [p[LABEL_KEY] for p in self.vary.lists if LABEL_KEY in p]
+            known = ", ".join(repr(x) for x in labels) if labels else "none: name the points of [vary] lists"
+            for where, name in [("control", self.experiment.control),
+                                *(("arms", a) for a in (self.experiment.arms or []))]:
+                if name not in labels:
+                    raise ValueError(f"experiment.{where}: no arm is named {name!r} (arms: {known})")
+            if len(labels) < 2:
+                raise ValueError("experiment: a paired comparison needs at least two named arms in [vary] lists")
+            other = [b for b in ("grid", "zip") if getattr(self.vary, b)] + \
+                (["latin_hypercube"] if self.vary.latin_hypercube is not None else [])
+            if other:
+                raise ValueError(f"experiment: the arms must be the only design points, but vary.{other[0]} "
+                                 "multiplies them (one member per arm and seed is compared)")
         return self
 
 
