@@ -19,7 +19,7 @@ The source is written as ``k * level`` so that ``level`` [nM] is the concentrati
 made only of such voxels would reach (a normalised secretion a test can check exactly).
 
 The functions :func:`receptor_occupancy` and :func:`pick_weighted` are the chemotaxis rule of
-:meth:`kernels.cells.CellLattice._walk_claim` (docs/model.md, "CXCL12 and chemotaxis").
+:meth:`kernels.cells.CellLattice._walk_claim` (docs/model.md 2.10).
 
 Layouts: as in :mod:`kernels.transport`, the assembly runs one thread per ``(z, y)`` row with a
 serial ``x`` loop on a CPU and one thread per voxel (x fastest) on a GPU, chosen at compile

@@ -3,7 +3,7 @@
 Isolated HSCs (3 voxels apart, so no two compete for a target) walk every step (walk rate
 100/h); their step directions are tallied and compared with the probabilities computed here in
 numpy from the rule's definition, p_d = w_d / sum w, w_d = exp(chi (rho(c_d) - rho(c_0))),
-rho = c / (c + Kd) (docs/model.md 2.8). Counts are sums of independent Bernoulli draws with
+rho = c / (c + Kd) (docs/model.md 2.10). Counts are sums of independent Bernoulli draws with
 known p, so each direction's total must lie within 5 standard deviations of its mean.
 """
 

@@ -19,7 +19,7 @@ CLASS = {ARTERIOLE: 1, SINUSOID: 2, CENTRAL_SINUS: 2}
 
 
 def _reference_coefficients(tissue, integrity, cfg: Cxcl12Config, floor):
-    """D, a, vmax, s from the definition (docs/model.md 2.8), by whole-array numpy shifts."""
+    """D, a, vmax, s from the definition (docs/model.md 2.10), by whole-array numpy shifts."""
     k = math.log(2.0) / cfg.half_life_min
     level = {1: cfg.source_level_nM.arteriole, 2: cfg.source_level_nM.sinusoid}
     active = np.isin(tissue, (MARROW, ARTERIOLE, SINUSOID, CENTRAL_SINUS))

@@ -575,8 +575,8 @@ class PlerixaforEffect(Section):
     cxcr4_kd_uM: float = Field(
         0.65, gt=0.0,
         description="Plerixafor concentration of half CXCR4 occupancy, f = C / (C + Kd): the IC50 of AMD3100 "
-        "against CXCL12 binding to CXCR4, 651 nM (Fricker 2006, doi:10.1016/j.bcp.2006.05.010; an upper bound "
-        "of Ki); confidence medium. Release and chemotaxis both follow f (docs/model.md 2.8).",
+        "against CXCL12 binding to CXCR4, 651 nM (Fricker 2006, doi:10.1016/j.bcp.2006.05.010, as recalled: "
+        "UNVERIFIED; an IC50 bounds Ki from above). Release and chemotaxis both follow f (docs/model.md 2.10).",
     )
     hill: float = Field(
         5.0,

@@ -172,7 +172,7 @@ class SolverConfig(Section):
 
 
 class Cxcl12Config(Section):
-    """CXCL12 chemokine field (nM) and CXCR4 chemotaxis of free stem cells (docs/model.md 2.8).
+    """CXCL12 chemokine field (nM) and CXCR4 chemotaxis of free stem cells (docs/model.md 2.10).
 
     ``div(D grad c) - k c + S = 0`` with ``k = ln 2 / half_life_min`` and a perivascular source
     ``S = k * level[class] * I`` in marrow voxels next to a vessel of integrity ``I >= floor``
@@ -200,8 +200,8 @@ class Cxcl12Config(Section):
     )
     cxcr4_kd_nM: float = Field(
         5.0, gt=0.0,
-        description="CXCL12 concentration of half CXCR4 occupancy (receptor law of the chemotaxis); low-nM "
-        "affinity of CXCL12 for CXCR4 (assumption at the order of published binding constants, confidence low).",
+        description="CXCL12 concentration of half CXCR4 occupancy (receptor law of the chemotaxis): low-nanomolar, the "
+        "order of published binding constants (UNVERIFIED; assumption).",
     )
     chemotactic_sensitivity: float = Field(
         20.0, ge=0.0, le=60.0,
