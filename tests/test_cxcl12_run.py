@@ -1,7 +1,7 @@
 """A tiny run with the CXCL12 field on: written to /state and snapshots, resumed bit for bit, rendered.
 
-``configs/tiny.toml`` (32^3) for 8 steps of 3 h with checkpoints every 12 h; the continuation
-of the 12-h run to 24 h must reproduce the direct 24-h run's files exactly (the field is part
+``configs/tiny.toml`` (32^3) for 4 steps of 3 h with checkpoints every 6 h; the continuation
+of the 6-h run to 12 h must reproduce the direct 12-h run's files exactly (the field is part
 of the checkpoint and warm-starts the next solve).
 """
 
@@ -21,8 +21,8 @@ TINY = ROOT / "configs" / "tiny.toml"
 OVERRIDES = [
     "transport.cxcl12.enabled=true",
     "run.cell_step_hours=3.0",
-    "output.snapshot_every_hours=12.0",
-    "output.checkpoint_every_hours=12.0",
+    "output.snapshot_every_hours=6.0",
+    "output.checkpoint_every_hours=6.0",
     "output.checkpoint_every_wall_seconds=1000000.0",
     'output.snapshot_fields=["oxygen","cxcl12","cells"]',
 ]
@@ -40,10 +40,10 @@ def runs(tmp_path_factory, taichi_backend):
 
     base = tmp_path_factory.mktemp("cxcl12")
     direct, part, cont = base / "direct", base / "part", base / "cont"
-    run_simulation(_config(1.0), direct, progress=False)
-    run_simulation(_config(0.5), part, progress=False)
+    run_simulation(_config(0.5), direct, progress=False)
+    run_simulation(_config(0.25), part, progress=False)
     shutil.copytree(part, cont)
-    result = resume_run(cont, 1.0, progress=False)
+    result = resume_run(cont, 0.5, progress=False)
     assert result.status.reason == "finished"
     return {"direct": direct, "cont": cont}
 
@@ -56,7 +56,7 @@ def test_field_is_in_state_snapshots_and_checkpoint(runs):
         c = h5["state/fields/cxcl12"][()]
         assert h5["state/fields/cxcl12"].attrs["units"] == "nM"
         tissue = h5["anatomy/tissue"][()]
-        assert h5["snapshots/cxcl12"].shape[0] == 3  # t = 0, 12, 24 h
+        assert h5["snapshots/cxcl12"].shape[0] == 3  # t = 0, 6, 12 h
     assert np.isfinite(c).all() and c.min() >= 0.0
     marrow = tissue == 0
     assert 0.05 < c[marrow].mean() < 10.0  # bounded by the 10 nM source level
