@@ -17,7 +17,9 @@ hours runs four phases, each a pass over the grid:
 3. **division** into an empty face neighbour (or, for competitors, onto a displaced cell) -
    claim, then apply (see below).
 4. **random walk** of free stem cells and blasts into an empty neighbour or swapping places with
-   a progenitor - claim, then apply.
+   a progenitor - claim, then apply. With a CXCL12 field, free non-mobilized stem cells pick
+   their direction with weights ``exp(chi (rho_J - rho_I))`` of the CXCR4 occupancy
+   ``rho = c / (c + Kd)`` (:mod:`.cxcl12`); with ``chi = 0`` the pick is the uniform one.
 
 Moves and divisions write a neighbour voxel, so two cells could target one voxel. They are
 settled by a deterministic priority: each source writes ``atomic_max(claim[target], key)``
@@ -63,6 +65,7 @@ from .cells_metrics import (
 )
 from .cells_params import SP, TP, pack_params
 from .cells_placement import home_hsc, seed_initial
+from .cxcl12 import chemotaxis_weight, pick_weighted
 from .cells_rules import division_rate, drug_kill_rate, emax, event_probability, hif_response
 from .codes import (
     ARTERIOLE,
@@ -268,6 +271,9 @@ class CellLattice:
         dt_hours: float = 1.0,
         integrity_floor: float = 0.2,
         release_multiplier: float = 1.0,
+        cxcl12=None,
+        chemotactic_sensitivity: float = 0.0,
+        cxcr4_kd_nM: float = 1.0,
     ) -> None:
         """Advance the cells by one step of ``dt_hours``.
 
@@ -283,9 +289,19 @@ class CellLattice:
         release_multiplier : float
             Multiplier of the niche release rate and of blast egress to blood (CXCR4
             antagonist, e.g. plerixafor; 1 = none).
+        cxcl12 : ti.field, optional
+            CXCL12 concentration (nM); ``None``: no chemotaxis.
+        chemotactic_sensitivity : float
+            chi of the walk bias of free, non-mobilized stem cells up the CXCL12 receptor
+            occupancy (already multiplied by ``1 - f`` of a CXCR4 antagonist); 0 = unbiased
+            (the walk is then exactly the unbiased one).
+        cxcr4_kd_nM : float
+            CXCL12 concentration of half CXCR4 occupancy (nM).
         """
         if dt_hours <= 0.0 or release_multiplier < 0.0:
             raise ValueError("dt_hours must be > 0 and release_multiplier >= 0")
+        if not (chemotactic_sensitivity >= 0.0 and cxcr4_kd_nM > 0.0):
+            raise ValueError("chemotactic_sensitivity must be >= 0 and cxcr4_kd_nM > 0")
         k0, k1 = self.key
         s = self.step_index & 0xFFFFFFFF
         self.update_niches(tissue, niche, integrity, integrity_floor)
@@ -302,7 +318,10 @@ class CellLattice:
         self._divide_claim(tissue, niche, oxygen, ara, has_ara, dt_hours, k0, k1, s)
         self._divide_apply(niche)
         self.claim.fill(0)
-        self._walk_claim(tissue, niche, dt_hours, k0, k1, s)
+        chi = float(chemotactic_sensitivity) if cxcl12 is not None else 0.0
+        # Without a field, oxygen stands in so the template has one; chi = 0 never reads it.
+        self._walk_claim(tissue, niche, oxygen if cxcl12 is None else cxcl12, chi, float(cxcr4_kd_nM),
+                         dt_hours, k0, k1, s)
         self._walk_apply(niche)
         self.step_index += 1
 
@@ -692,6 +711,9 @@ class CellLattice:
         self,
         tissue: ti.template(),
         niche: ti.template(),
+        cxcl12: ti.template(),
+        chi: ti.f32,
+        kd: ti.f32,
         dt: ti.f32,
         k0: ti.u32,
         k1: ti.u32,
@@ -739,7 +761,18 @@ class CellLattice:
                         if m_slot != 0 and (fl & MOBILIZED) == 0:
                             mask = m_slot
                     if mask != 0:
-                        d = _pick_direction(mask, uniform_from_u32(w[1]))
+                        d = -1
+                        if chi > 0.0 and c != BLAST and (fl & MOBILIZED) == 0:
+                            # CXCR4 chemotaxis: weight exp(chi (rho_J - rho_I)) per direction,
+                            # rho the CXCL12 receptor occupancy (kernels.cxcl12); the same uniform.
+                            wts = ti.Vector([1.0, 1.0, 1.0, 1.0, 1.0, 1.0], dt=ti.f32)
+                            c_here = cxcl12[I]
+                            for q in ti.static(range(6)):
+                                if (mask >> q) & 1:
+                                    wts[q] = chemotaxis_weight(chi, c_here, cxcl12[I + ti.Vector(DIRECTIONS[q])], kd)
+                            d = pick_weighted(mask, wts, uniform_from_u32(w[1]))
+                        else:
+                            d = _pick_direction(mask, uniform_from_u32(w[1]))
                         key = (w[2] & ti.u32(0xFFFFFFF8)) | ti.cast((d ^ 1) + 1, ti.u32)
                         ti.atomic_max(self.claim[I + _offset(d)], key)
                         self.intent[I] = ti.cast(d + 1, ti.u8)

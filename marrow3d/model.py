@@ -25,6 +25,7 @@ import numpy as np
 
 from .config import SimulationConfig
 from .config.transport import DRUG_AGENTS
+from .cxcl12 import Cxcl12FieldSolver, cxcl12_tables
 from .errors import NonFiniteError
 from .kernels.cells import CellLattice
 from .kernels.readouts import NonFiniteCounter, count_nonfinite
@@ -41,7 +42,7 @@ __all__ = ["Clock", "MarrowModel", "FIELD_UNITS"]
 log = logging.getLogger(__name__)
 
 #: Units of the transport fields.
-FIELD_UNITS = {"oxygen": "mmHg", "signal": "su", "cytarabine": "uM", "daunorubicin": "uM"}
+FIELD_UNITS = {"oxygen": "mmHg", "signal": "su", "cytarabine": "uM", "daunorubicin": "uM", "cxcl12": "nM"}
 
 
 @dataclass
@@ -89,6 +90,8 @@ class MarrowModel:
         self.floor = config.vessels.integrity_floor
         self.pk = PlasmaPK(config.therapy)
         self.drugs = tuple(a for a in DRUG_AGENTS if config.therapy.uses(a))
+        #: CXCL12 field and CXCR4 chemotaxis (``transport.cxcl12.enabled``).
+        self.cxcl12 = config.transport.cxcl12.enabled
 
         # compact per-voxel state ---------------------------------------------------------
         self.tissue = ti.field(ti.u8, shape=self.shape)
@@ -98,7 +101,7 @@ class MarrowModel:
         self.niche.from_numpy(np.ascontiguousarray(anatomy.niche, dtype=np.uint8))
         self.integrity.from_numpy(np.ascontiguousarray(anatomy.integrity, dtype=np.float32))
         self.fields: dict[str, object] = {}
-        for name in ("oxygen", "signal", *self.drugs):
+        for name in ("oxygen", "signal", *self.drugs, *(("cxcl12",) if self.cxcl12 else ())):
             f = ti.field(self.dtype, shape=self.shape)
             f.fill(0)
             self.fields[name] = f
@@ -127,6 +130,8 @@ class MarrowModel:
         for agent in self.drugs:
             self.field_solvers[agent] = FieldSolver(
                 agent, drug_tables(getattr(tc.drugs, agent), leak, self.floor), 1.0, tc, diagnostics_dir)
+        if self.cxcl12:
+            self.field_solvers["cxcl12"] = Cxcl12FieldSolver(cxcl12_tables(tc.cxcl12, self.floor), tc, diagnostics_dir)
         self.drug_active = {a: False for a in self.drugs}
         self.solve_iterations: dict[str, int] = {}
 
@@ -155,6 +160,7 @@ class MarrowModel:
         return {
             "drugs": drugs,
             "release_multiplier": float(self.pk.niche_release_multiplier(t_mid)),
+            "cxcr4_occupancy": float(self.pk.cxcr4_occupancy(t_mid)),
             "dfo_protection": float(np.clip(self.pk.vessel_loss_protection(t_mid), 0.0, 1.0)),
             "transplanted": self.config.therapy.transplanted_cells_between(t0_h, t0_h + self.clock.dt_h),
         }
@@ -179,6 +185,12 @@ class MarrowModel:
             else:
                 self.solve_iterations[agent] = 0
             self.drug_active[agent] = present
+        if self.cxcl12:
+            # Every step, warm-started: with unchanged integrity it costs no iteration
+            # (marrow3d.cxcl12 says why no change detector is kept).
+            with self.probe.phase("solve:cxcl12"):
+                info = self.field_solvers["cxcl12"].solve(self.solver, self.fields["cxcl12"], *args)
+            self.solve_iterations["cxcl12"] = info.iterations
 
     def time_step(self) -> None:
         """Advance the model by one cell step of ``clock.dt_h`` hours."""
@@ -201,6 +213,7 @@ class MarrowModel:
                 self.fields["cytarabine"] if self.drug_active.get("cytarabine") else None,
                 self.fields["daunorubicin"] if self.drug_active.get("daunorubicin") else None,
                 dt_hours=dt, integrity_floor=self.floor, release_multiplier=plasma["release_multiplier"],
+                **self._chemotaxis(plasma),
             )
         # 4. vessels
         with probe.phase("vessels"):
@@ -210,6 +223,15 @@ class MarrowModel:
         self.clock.iteration += 1
         with probe.phase("readouts"):
             self.metrics.record(self)
+
+    def _chemotaxis(self, plasma: dict) -> dict:
+        """Walk-bias arguments of the cell step: chi x (1 - f) of the CXCR4 antagonist occupancy."""
+        if not self.cxcl12:
+            return {}
+        cc = self.config.transport.cxcl12
+        return {"cxcl12": self.fields["cxcl12"],
+                "chemotactic_sensitivity": cc.chemotactic_sensitivity * (1.0 - plasma["cxcr4_occupancy"]),
+                "cxcr4_kd_nM": cc.cxcr4_kd_nM}
 
     def check_finite(self) -> None:
         """Raise NonFiniteError when any field holds NaN or Inf.

@@ -48,6 +48,8 @@ __all__ = [
     "PlasmaPK",
     "hill_fraction",
     "plerixafor_release_multiplier",
+    "cxcr4_occupancy",
+    "release_multiplier_from_occupancy",
     "deferoxamine_protection",
 ]
 
@@ -215,6 +217,44 @@ def hill_fraction(c_uM: Any, ec50_uM: float, hill: float) -> Any:
     return float(frac) if np.ndim(frac) == 0 else frac
 
 
+def cxcr4_occupancy(c_uM: Any, effect: PlerixaforEffect | None = None) -> Any:
+    """Fraction of CXCR4 occupied by plerixafor, ``f = C / (C + Kd)`` in [0, 1).
+
+    Parameters
+    ----------
+    c_uM : float or array
+        Plerixafor effect-site concentration (uM); negative values (rounding) count as 0.
+    effect : PlerixaforEffect, optional
+        ``[therapy.plerixafor_effect]`` (its ``cxcr4_kd_uM``); defaults when omitted.
+
+    Returns
+    -------
+    float or array
+        Exactly 0 without drug.
+    """
+    e = effect or PlerixaforEffect()
+    c = np.maximum(np.asarray(c_uM, dtype=float), 0.0)
+    f = c / (c + e.cxcr4_kd_uM)
+    return float(f) if np.ndim(f) == 0 else f
+
+
+def release_multiplier_from_occupancy(f: Any, effect: PlerixaforEffect | None = None) -> Any:
+    """Factor on the niche-release rate of lodged stem cells from the CXCR4 occupancy ``f``, >= 1.
+
+    ``1 + (max - 1) r^n / ((EC50/Kd)^n + r^n)`` with the occupancy odds ``r = f / (1 - f)``
+    (``= C / Kd``): release needs most receptors blocked when ``EC50 >> Kd`` (a steep,
+    saturating transduction of occupancy). ``f = 0`` gives exactly 1, ``f -> 1`` the maximum.
+    """
+    e = effect or PlerixaforEffect()
+    f = np.clip(np.asarray(f, dtype=float), 0.0, 1.0)
+    with np.errstate(divide="ignore"):
+        odds = np.where(f < 1.0, f / np.where(f < 1.0, 1.0 - f, 1.0), np.inf)
+    frac = np.where(np.isinf(odds), 1.0, hill_fraction(np.where(np.isinf(odds), 0.0, odds), e.ec50_uM / e.cxcr4_kd_uM,
+                                                     e.hill))
+    m = 1.0 + (e.max_release_multiplier - 1.0) * frac
+    return float(m) if np.ndim(m) == 0 else m
+
+
 def plerixafor_release_multiplier(c_uM: Any, effect: PlerixaforEffect | None = None) -> Any:
     """Factor on the niche-release (egress) rate of lodged stem cells, >= 1.
 
@@ -230,12 +270,11 @@ def plerixafor_release_multiplier(c_uM: Any, effect: PlerixaforEffect | None = N
     Returns
     -------
     float or array
-        ``1 + (max - 1) * C^n / (EC50^n + C^n)``: 1 without drug, ``max_release_multiplier``
+        ``1 + (max - 1) * C^n / (EC50^n + C^n)``, computed through the CXCR4 occupancy
+        (:func:`release_multiplier_from_occupancy`): 1 without drug, ``max_release_multiplier``
         (10) at saturation.
     """
-    e = effect or PlerixaforEffect()
-    frac = hill_fraction(c_uM, e.ec50_uM, e.hill)
-    return 1.0 + (e.max_release_multiplier - 1.0) * frac
+    return release_multiplier_from_occupancy(cxcr4_occupancy(c_uM, effect), effect)
 
 
 def deferoxamine_protection(c_uM: Any, effect: DeferoxamineEffect | None = None) -> Any:
@@ -437,10 +476,18 @@ class PlasmaPK:
 
     # -- effects in time ------------------------------------------------------------------
 
+    def cxcr4_occupancy(self, t_hours: Any) -> Any:
+        """CXCR4 occupancy by plerixafor at ``t_hours`` (0 without plerixafor).
+
+        The one antagonist term: niche release (:meth:`niche_release_multiplier`) and the
+        chemotactic sensitivity (x ``1 - f``) both derive from it.
+        """
+        c = self.effect_concentration_uM("plerixafor", t_hours)
+        return cxcr4_occupancy(c, self.therapy.plerixafor_effect)
+
     def niche_release_multiplier(self, t_hours: Any) -> Any:
         """Plerixafor factor on stem-cell niche release at ``t_hours`` (1 without plerixafor)."""
-        c = self.effect_concentration_uM("plerixafor", t_hours)
-        return plerixafor_release_multiplier(c, self.therapy.plerixafor_effect)
+        return release_multiplier_from_occupancy(self.cxcr4_occupancy(t_hours), self.therapy.plerixafor_effect)
 
     def vessel_loss_protection(self, t_hours: Any) -> Any:
         """Deferoxamine fraction of vessel-loss rate removed at ``t_hours`` (0 without DFO)."""

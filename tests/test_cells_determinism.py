@@ -1,8 +1,9 @@
 """Bit-for-bit determinism of the cell step: thread count, rerun, checkpoint resume, seed.
 
 A small driver script runs a busy 48^3 marrow (every rule active: death, drugs, division with
-displacement, walk and swaps, release under a CXCR4 multiplier, homing, vessel remodeling) in
-fresh processes initialised with 1 and with 2 CPU threads, and saves the final arrays.
+displacement, walk and swaps, CXCL12 chemotaxis, release under a CXCR4 multiplier, homing,
+vessel remodeling) in fresh processes initialised with 1 and with 2 CPU threads, and saves the
+final arrays.
 """
 
 import subprocess
@@ -48,10 +49,11 @@ DRIVER = textwrap.dedent(
     })
     vparams = VesselsConfig(arteriole_loss_rate_per_day=2.0).kernel_params()
     f = {k: ti.field(ti.u8, shape) for k in ("tissue", "niche")}
-    f.update({k: ti.field(ti.f32, shape) for k in ("integ", "o2", "ara", "sig")})
+    f.update({k: ti.field(ti.f32, shape) for k in ("integ", "o2", "ara", "sig", "cx")})
     f["tissue"].from_numpy(T); f["niche"].from_numpy(N); f["o2"].from_numpy(o2)
     f["sig"].from_numpy(np.broadcast_to(2.0 / (1.0 + z), shape).astype(np.float32))
     f["ara"].fill(0.4)
+    f["cx"].from_numpy(np.broadcast_to(8.0 / (1.0 + 0.2 * z), shape).astype(np.float32))  # CXCL12, nM
     lat = CellLattice(shape, cfg.kernel_params(), seed=7)
 
     def run(lat, k0, k1):
@@ -61,7 +63,8 @@ DRIVER = textwrap.dedent(
                 lat.home_hsc(10, f["tissue"], f["niche"], f["integ"], integrity_floor=0.2)
             drug = f["ara"] if k >= 12 else None
             lat.step(f["tissue"], f["niche"], f["integ"], f["o2"], drug,
-                     release_multiplier=5.0 if 6 <= k < 18 else 1.0)
+                     release_multiplier=5.0 if 6 <= k < 18 else 1.0,
+                     cxcl12=f["cx"], chemotactic_sensitivity=20.0 if k >= 4 else 0.0, cxcr4_kd_nM=5.0)
 
     def start(seed):
         lat.set_seed(seed)

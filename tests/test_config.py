@@ -70,8 +70,8 @@ def _leaves(d, prefix=""):
 
 def test_units_are_in_the_names():
     """Every float of the transport section names its unit in its path (or is dimensionless)."""
-    units = ("_um", "_per_", "_mmHg", "_uM", "_su", "_amol")
-    dimensionless = ("leak.", "tolerance")
+    units = ("_um", "_per_", "_mmHg", "_uM", "_nM", "_min", "_su", "_amol")
+    dimensionless = ("leak.", "tolerance", "chemotactic_sensitivity")
     for path, value in _leaves(SimulationConfig().transport.model_dump()):
         if not isinstance(value, float):
             continue

@@ -98,7 +98,7 @@ def run_info(run, name: str = "") -> RunInfo:
     )
 
 
-_FIELD_NAMES = ("oxygen", "signal", *DRUG_FIELDS)
+_FIELD_NAMES = ("oxygen", "signal", "cxcl12", *DRUG_FIELDS)
 
 
 def _field_names(run, step: int = -1) -> tuple[str, ...]:

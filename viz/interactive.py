@@ -125,7 +125,7 @@ class RunViewer:
             out["lodged"] = bool(self.run.array("lodged", self.step)[k, j, i])
         if "integrity" in names:
             out["integrity"] = round(float(self.run.array("integrity", self.step)[k, j, i]), 4)
-        units = {"oxygen": "mmHg", "signal": "su", "cytarabine": "uM", "daunorubicin": "uM"}
+        units = {"oxygen": "mmHg", "signal": "su", "cytarabine": "uM", "daunorubicin": "uM", "cxcl12": "nM"}
         for name in _field_names(self.run, self.step):
             v = float(self.run.array(name, self.step)[k, j, i])
             out[f"{name} ({units[name]})"] = float(f"{v:.4g}")

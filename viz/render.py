@@ -24,6 +24,7 @@ CAMERAS = ("iso", "xy", "xz", "yz")
 _TITLES = {
     "oxygen": "Oxygen",
     "signal": "Vessel-damage signal",
+    "cxcl12": "CXCL12",
     "cells": "Cells by type",
     "niches": "Niche slots by holder",
     "vessels": "Vessels by class",
@@ -68,7 +69,7 @@ def parse_size(size: str | tuple[int, int]) -> tuple[int, int]:
 def frame_for(run, info: RunInfo, step: int, mode: str, drug: str | None):
     """Load what ``mode`` needs at ``step``."""
     fields: tuple[str, ...] = ()
-    if mode in ("oxygen", "signal"):
+    if mode in ("oxygen", "signal", "cxcl12"):
         fields = (mode,)
     elif mode == "drug":
         fields = (drug,)  # type: ignore[assignment]

@@ -384,11 +384,11 @@ def build_scene(plotter: pv.Plotter, frame: Frame, info: RunInfo, show: str, *,
     slices = slices or []
     scene = Scene(show=show, bounds=domain_bounds(frame), title=plane_label(frame, slices))
     plotter.set_background(style.BACKGROUND)
-    if slices or show not in ("oxygen", "signal", "drug"):  # a cut-away block draws its own edges
+    if slices or show not in ("oxygen", "signal", "cxcl12", "drug"):  # a cut-away block draws its own edges
         outline = pv.Box(bounds=scene.bounds).outline()
         scene.add("outline", plotter.add_mesh(outline, color="#9A9A9A", line_width=1.0))
 
-    if show in ("oxygen", "signal", "drug"):
+    if show in ("oxygen", "signal", "cxcl12", "drug"):
         name = drug if show == "drug" else show
         _add_field(plotter, scene, frame, info, name, slices, size, clim)  # bone is drawn in its colour
     elif show == "cells":
@@ -405,7 +405,7 @@ def build_scene(plotter: pv.Plotter, frame: Frame, info: RunInfo, show: str, *,
         _add_bone(plotter, scene, frame, slices, opacity=0.18)
     else:  # pragma: no cover - validated by the caller
         raise RenderError(f"unknown --show {show!r}")
-    if slices and show not in ("oxygen", "signal", "drug", "cells"):
+    if slices and show not in ("oxygen", "signal", "cxcl12", "drug", "cells"):
         for spec in slices:
             plane = tissue_plane(frame, spec)
             scene.add("slice", plotter.add_mesh(plane, scalars="tissue", cmap=_tissue_cmap(), clim=(-0.5, codes.N_TISSUE - 0.5),

@@ -8,6 +8,7 @@ field           scale                 why
 ==============  ====================  ==================================================
 oxygen          0 - 40 mmHg           arterial-side marrow pO2 tops out near 40 mmHg
 signal          log10, 1e-5 - 1 K     decades below the vessel-damage half saturation K
+cxcl12          0 - 10 nM             the default source level of stroma on intact vessels
 cytarabine      0 - plasma peak uM    marrow levels relative to the run's plasma peak
 daunorubicin    0 - plasma peak uM    idem (``marrow3d compare``: 0 - the highest marrow level drawn)
 integrity       0 - 1                 1 = intact vessel; below the floor = lost
@@ -40,7 +41,7 @@ __all__ = [
 ]
 
 #: ``--show`` modes of ``marrow3d render`` / ``movie``.
-SHOW_MODES = ("oxygen", "drug", "signal", "cells", "niches", "vessels", "integrity")
+SHOW_MODES = ("oxygen", "drug", "signal", "cxcl12", "cells", "niches", "vessels", "integrity")
 #: Extra ``--show`` names accepted as aliases (a drug by name).
 SHOW_ALIASES = {"cytarabine": "drug", "daunorubicin": "drug", "o2": "oxygen", "pO2": "oxygen"}
 
@@ -133,6 +134,9 @@ def field_scale(name: str, *, drug_peak_uM: float | None = None, signal_k_su: fl
         hi = math.log10(signal_k_su)
         s = FieldScale("signal", "signal (log10 su)", (hi - 5.0, hi), "viridis", transform="log10",
                        opacity=(0.0, 0.0, 0.03, 0.1, 0.3, 0.6))
+    elif name == "cxcl12":
+        s = FieldScale("cxcl12", "CXCL12 (nM)", (0.0, 10.0), "magma",
+                       opacity=(0.0, 0.02, 0.06, 0.15, 0.3, 0.5))
     elif name in ("cytarabine", "daunorubicin"):
         top = nice_ceil(drug_peak_uM) if drug_peak_uM else 1.0
         s = FieldScale(name, f"{name} (µM)", (0.0, top), "plasma" if name == "cytarabine" else "cividis",

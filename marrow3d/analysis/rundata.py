@@ -34,7 +34,7 @@ __all__ = ["open_run", "RunData", "RunDataError", "resolve_run_file", "FIELD_NAM
 log = logging.getLogger(__name__)
 
 #: Continuous fields a file may hold (``/snapshots/<name>``, ``/state/fields/<name>``).
-FIELD_NAMES = ("oxygen", "signal", "cytarabine", "daunorubicin")
+FIELD_NAMES = ("oxygen", "signal", "cytarabine", "daunorubicin", "cxcl12")
 DRUG_NAMES = ("cytarabine", "daunorubicin")
 #: The lodged bit of ``/state/model/cells/flags`` in checkpoints (``kernels/cells_metrics.LODGED``).
 LODGED_FLAG = 1
@@ -43,7 +43,7 @@ _LATTICE_STATE = {"cells": "cells", "lodged": "lodged", "integrity": "vessel_int
 #: Units of the per-voxel arrays as docs/file-format.md states them (used where a file's
 #: datasets carry no ``units`` attribute: checkpoints, and tissue/niche everywhere).
 ARRAY_UNITS = {"tissue": "code", "niche": "code", "cells": "code", "lodged": "flag", "integrity": "1",
-               "oxygen": "mmHg", "signal": "su", "cytarabine": "uM", "daunorubicin": "uM"}
+               "oxygen": "mmHg", "signal": "su", "cytarabine": "uM", "daunorubicin": "uM", "cxcl12": "nM"}
 
 
 class RunDataError(Marrow3DError, LookupError):

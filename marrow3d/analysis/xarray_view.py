@@ -29,6 +29,7 @@ VARIABLE_ATTRS = {
     "signal": ("remodeling signal", "cytokine field secreted by leukemic cells, in signal units"),
     "cytarabine": ("cytarabine concentration", "cytarabine in tissue"),
     "daunorubicin": ("daunorubicin concentration", "daunorubicin in tissue"),
+    "cxcl12": ("CXCL12 concentration", "chemokine secreted by perivascular stroma, in tissue and vessels"),
     "cells": ("cell type", "0 empty, 1 HSC, 2 progenitor, 3 LSC, 4 blast"),
     "lodged": ("lodged stem cell", "1 where a stem cell holds the niche slot it sits on"),
     "integrity": ("vessel integrity", "1 intact, 0 lost; 0 off vessels"),

@@ -556,9 +556,13 @@ TherapyEvent = Annotated[
 
 
 class PlerixaforEffect(Section):
-    """CXCR4 antagonist: multiplies the niche-release (egress) rate of lodged stem cells.
+    """CXCR4 antagonist: one receptor occupancy drives niche release and chemotaxis.
 
-    ``m(Ce) = 1 + (max - 1) Ce^n / (EC50^n + Ce^n)`` of the effect-site concentration ``Ce``,
+    ``f = Ce / (Ce + Kd)`` of the effect-site concentration ``Ce``; the niche-release (egress)
+    rate of lodged stem cells is multiplied by ``m = 1 + (max - 1) r^n / ((EC50/Kd)^n + r^n)``
+    of the occupancy odds ``r = f / (1 - f)`` (= ``Ce / Kd``, so ``m`` equals the former
+    ``1 + (max - 1) Ce^n / (EC50^n + Ce^n)``) and the chemotactic sensitivity by ``1 - f``.
+    ``Ce``
     which lags plasma by a first-order link (``effect_delay_half_life_h``). Calibrated with the
     default PK so that after 0.24 mg/kg s.c. the multiplier peaks (~9x) near 3 h and is back to
     within ~2% of baseline excess by 12 h (Nervi 2009 AMD3100 kinetics).
@@ -568,6 +572,12 @@ class PlerixaforEffect(Section):
         10.0, ge=1.0, description="Release-rate multiplier at saturating concentration (~10x; Nervi 2009: circulating blasts x9)."
     )
     ec50_uM: float = Field(0.6, gt=0.0, description="Effect-site concentration of half effect (calibrated).")
+    cxcr4_kd_uM: float = Field(
+        0.65, gt=0.0,
+        description="Plerixafor concentration of half CXCR4 occupancy, f = C / (C + Kd): the IC50 of AMD3100 "
+        "against CXCL12 binding to CXCR4, 651 nM (Fricker 2006, doi:10.1016/j.bcp.2006.05.010, as recalled: "
+        "UNVERIFIED; an IC50 bounds Ki from above). Release and chemotaxis both follow f (docs/model.md 2.10).",
+    )
     hill: float = Field(
         5.0,
         gt=0.0,

@@ -23,6 +23,7 @@ __all__ = [
     "SignalConfig",
     "ExchangeConfig",
     "SolverConfig",
+    "Cxcl12Config",
     "TransportConfig",
     "DRUG_AGENTS",
 ]
@@ -170,11 +171,51 @@ class SolverConfig(Section):
     max_iterations: int = Field(200, ge=1, description="Maximum multigrid iterations per solve.")
 
 
+class Cxcl12Config(Section):
+    """CXCL12 chemokine field (nM) and CXCR4 chemotaxis of free stem cells (docs/model.md 2.10).
+
+    ``div(D grad c) - k c + S = 0`` with ``k = ln 2 / half_life_min`` and a perivascular source
+    ``S = k * level[class] * I`` in marrow voxels next to a vessel of integrity ``I >= floor``
+    (CAR / perivascular stroma, Sugiyama 2006; Ding & Morrison 2013; Greenbaum 2013). Off by
+    default: the integrator turns it on after the recalibration of issue 17.
+    """
+
+    enabled: bool = Field(False, description="Solve the CXCL12 field and bias the walk of free stem cells up it.")
+    diffusivity_um2_per_min: float = Field(
+        3.0e3, gt=0.0,
+        description="Effective tissue diffusivity (50 um^2/s): Stokes-Einstein ~190 um^2/s for an 8 kDa protein "
+        "(r_h ~1.7 nm, water at 37 C) / tortuosity^2 (lambda ~1.6, Sykova & Nicholson 2008), lowered further by "
+        "heparan-sulfate binding (Amara 1999); assumption, confidence low.",
+    )
+    half_life_min: float = Field(
+        30.0, gt=0.0,
+        description="Tissue half-life: N-terminal cleavage by CD26/DPP4 and MMPs inactivates CXCL12 "
+        "(Christopherson 2004); order of the serum half-life; assumption, confidence low.",
+    )
+    source_level_nM: PerVesselClass = Field(
+        default_factory=lambda: PerVesselClass(arteriole=10.0, sinusoid=10.0),
+        description="Concentration a region made only of stroma on intact vessels of that class would reach "
+        "(secretion = k * level per perivascular marrow voxel). Arteriolar and sinusoidal stroma both express "
+        "high Cxcl12 (Ding & Morrison 2013; Sugiyama 2006); the level is an assumption, confidence low.",
+    )
+    cxcr4_kd_nM: float = Field(
+        5.0, gt=0.0,
+        description="CXCL12 concentration of half CXCR4 occupancy (receptor law of the chemotaxis): low-nanomolar, the "
+        "order of published binding constants (UNVERIFIED; assumption).",
+    )
+    chemotactic_sensitivity: float = Field(
+        20.0, ge=0.0, le=60.0,
+        description="chi: a walking free stem cell picks direction d with weight exp(chi (1 - f_plx) "
+        "(rho(c_d) - rho(c_here))), rho = c / (c + Kd); 0 = unbiased walk (to calibrate; assumption).",
+    )
+
+
 class TransportConfig(Section):
     """All transported fields and the solver."""
 
     oxygen: OxygenConfig = Field(default_factory=OxygenConfig, description="Oxygen (mmHg).")
     drugs: DrugsConfig = Field(default_factory=DrugsConfig, description="Chemotherapy fields (uM).")
     signal: SignalConfig = Field(default_factory=SignalConfig, description="Remodeling signal (su).")
+    cxcl12: Cxcl12Config = Field(default_factory=Cxcl12Config, description="CXCL12 field (nM) and chemotaxis.")
     exchange: ExchangeConfig = Field(default_factory=ExchangeConfig, description="Integrity -> exchange law.")
     solver: SolverConfig = Field(default_factory=SolverConfig, description="Solver settings.")

@@ -130,6 +130,9 @@ def restore_model_state(model, state: dict) -> None:
             if name in model.drugs:  # a branch dosing a drug its parent never used: it was 0
                 f.fill(0)
                 continue
+            if name == "cxcl12":  # a branch that turns CXCL12 on: the next step solves it from 0
+                f.fill(0)
+                continue
             raise CheckpointError(f"checkpoint has no field {name!r}")
         f.from_numpy(check(f"fields/{name}", state["fields"][name], model.np_dtype))
     cells = state["cells"]

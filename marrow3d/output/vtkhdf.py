@@ -52,6 +52,7 @@ ARRAY_DESCRIPTIONS = {
     "signal": "remodeling signal secreted by leukemic cells (signal units)",
     "cytarabine": "cytarabine concentration in tissue",
     "daunorubicin": "daunorubicin concentration in tissue",
+    "cxcl12": "CXCL12 chemokine concentration (nM)",
 }
 
 
