@@ -11,8 +11,9 @@ from .base import Section
 __all__ = ["OutputConfig", "SNAPSHOT_FIELDS"]
 
 #: Arrays that can be snapshotted into ``run.h5`` (``/snapshots/<name>``).
-SNAPSHOT_FIELDS = ("oxygen", "cytarabine", "daunorubicin", "signal", "cells", "lodged", "integrity")
-SnapshotField = Literal["oxygen", "cytarabine", "daunorubicin", "signal", "cells", "lodged", "integrity"]
+SNAPSHOT_FIELDS = ("oxygen", "cytarabine", "daunorubicin", "signal", "cells", "lodged", "integrity", "niche_conditioned")
+SnapshotField = Literal["oxygen", "cytarabine", "daunorubicin", "signal", "cells", "lodged", "integrity",
+                        "niche_conditioned"]
 
 
 class OutputConfig(Section):
@@ -23,7 +24,8 @@ class OutputConfig(Section):
     )
     snapshot_fields: list[SnapshotField] = Field(
         default_factory=lambda: ["oxygen", "signal", "cells", "lodged", "integrity"],
-        description="Arrays included in each snapshot (drug fields are written only while dosed).",
+        description="Arrays included in each snapshot (drug fields are written only while dosed; "
+        "niche_conditioned only with cells.niche_conditioning on).",
     )
     snapshot_precision: Literal["float16", "float32"] = Field(
         "float32", description="Storage type of snapshotted float fields (float16 halves the file)."
