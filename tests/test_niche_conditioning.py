@@ -127,7 +127,7 @@ def test_deconditioning_timer_and_a_break_restarts_it(env):
     s["cells"][1, :10] = E  # the LSCs leave rows y < 10 (x < 10: they come back at step 2)
     s["flags"][1, :10] = 0
     env.lat.set_state(s)
-    twin = {"gone": (1, 0), "back": (1, 0)}
+    twin = (1, 0)  # (cond, timer) of the slots emptied for good
     for k in range(1, 7):
         if k == 2:  # an LSC comes back, lodged, onto the slots of x < 10
             s = env.lat.get_state()
@@ -135,10 +135,9 @@ def test_deconditioning_timer_and_a_break_restarts_it(env):
             s["flags"][1, :10, :10] = LODGED
             env.lat.set_state(s)
         step(env)
-        twin["gone"] = advance_np(*twin["gone"], False, 5, 3)
-        twin["back"] = advance_np(*twin["back"], k == 2, 5, 3)  # held at step 2 only... see below
+        twin = advance_np(*twin, False, 5, 3)
         cm, tm = cond_map(env), env.lat.niche_timer.to_numpy()
-        assert (cm[1, :10, 10:] == twin["gone"][0]).all() and (tm[1, :10, 10:] == twin["gone"][1]).all(), k
+        assert (cm[1, :10, 10:] == twin[0]).all() and (tm[1, :10, 10:] == twin[1]).all(), k
         assert (cm[1, 10:] == 1).all() and (tm[1, 10:] == 0).all()  # still held throughout
         if k == 2:
             # back at step 2: the clock restarted; its LSC stays (nothing moves), so it stays held
