@@ -10,6 +10,8 @@ hours runs four phases, each a pass over the grid:
    ones, the same rule ``marrow3d.anatomy.niches`` places slots by; any vessel class if none of
    the supporting class is there); it works while quality >= the integrity floor.
    Stem cells on a working slot lodge (unless mobilized); lodged cells on a failed slot unlodge.
+   With leukemia-conditioned niches on (:mod:`.niche_conditioning`), the slot's conditioning
+   clock advances first, and a conditioned slot works for LSCs only, down to a lower floor.
 2. **events** (pointwise) - death (base + severe hypoxia for normal cells + drug kill of cycling
    cells, reduced when lodged), exit of mature progenitors and egress of blasts to the blood next
    to sinusoids, niche release of lodged stem cells (rate x CXCR4-antagonist multiplier),
@@ -67,6 +69,7 @@ from .cells_params import SP, TP, pack_params
 from .cells_placement import home_hsc, seed_initial
 from .cxcl12 import chemotaxis_weight, pick_weighted
 from .cells_rules import division_rate, drug_kill_rate, emax, event_probability, hif_response
+from .niche_conditioning import OK_HSC, OK_LSC, TIMER_MAX, advance, slot_bits
 from .codes import (
     ARTERIOLE,
     BLAST,
@@ -152,7 +155,12 @@ class CellLattice:
     cells, flags, generation : ti.field of uint8, shape ``shape``
         Cell type code, flag bits (:data:`LODGED`, :data:`MOBILIZED`), progenitor generation.
     niche_ok : ti.field of uint8
-        1 where a niche slot currently works (set by :meth:`update_niches`).
+        Where a niche slot currently works, for whom: bits ``OK_HSC`` (1) and ``OK_LSC`` (2) of
+        :mod:`.niche_conditioning` (both on a working normal slot; set by :meth:`update_niches`).
+    niche_cond : ti.field of uint8
+        1 on a leukemia-conditioned slot (state; always 0 with the mechanism off).
+    niche_timer : ti.field of uint16
+        The slot's conditioning clock in cell steps (state, see :mod:`.niche_conditioning`).
     step_index : int
         Number of steps taken (Philox counter word 1); part of the checkpoint.
     key : (int, int)
@@ -181,7 +189,10 @@ class CellLattice:
         self.niche_ok = ti.field(ti.u8)
         self.intent = ti.field(ti.u8)  # workspace: direction + 1 | daughter << 3 | mother -> blast << 6
         self.claim = ti.field(ti.u32)  # workspace: priority | claimant direction code
-        for f in (self.cells, self.flags, self.generation, self.niche_ok, self.intent, self.claim):
+        self.niche_cond = ti.field(ti.u8)
+        self.niche_timer = ti.field(ti.u16)
+        for f in (self.cells, self.flags, self.generation, self.niche_ok, self.intent, self.claim,
+                  self.niche_cond, self.niche_timer):
             fb.dense(ti.ijk, self.shape).place(f)
         self.tparams = ti.field(ti.f32)
         fb.dense(ti.ij, (len(TP), N_CELL_TYPES)).place(self.tparams)
@@ -217,10 +228,12 @@ class CellLattice:
         self.sparams.from_numpy(sarr)
         self._params_np = (tarr, sarr)
         self._bounds_dt = None  # recomputed by the next step
+        self.conditioning = bool(sarr[SP["niche_conditioning_enabled"]])
 
     def clear(self) -> None:
         """Empty the lattice and zero counters, exposure totals and the step index."""
-        for f in (self.cells, self.flags, self.generation, self.niche_ok, self.intent, self.claim):
+        for f in (self.cells, self.flags, self.generation, self.niche_ok, self.intent, self.claim,
+                  self.niche_cond, self.niche_timer):
             f.fill(0)
         self.counters.fill(0)
         self.auc.fill(0)
@@ -244,6 +257,8 @@ class CellLattice:
             "cells": self.cells.to_numpy(),
             "flags": self.flags.to_numpy(),
             "generation": self.generation.to_numpy(),
+            "niche_conditioned": self.niche_cond.to_numpy(),
+            "niche_timer": self.niche_timer.to_numpy(),
             "counters": self.counters.to_numpy(),
             "auc": self.auc.to_numpy(),
             "step_index": np.array(self.step_index, dtype=np.int64),
@@ -251,10 +266,21 @@ class CellLattice:
         }
 
     def set_state(self, state: Mapping[str, np.ndarray]) -> None:
-        """Restore :meth:`get_state` output (the seed must match this lattice's)."""
+        """Restore :meth:`get_state` output (the seed must match this lattice's).
+
+        A state without the conditioning arrays (written before they existed, or by a run
+        with the mechanism off) restores them as zero: no slot conditioned.
+        """
         if int(state["seed"]) != self.seed:
             raise ValueError(f"checkpoint seed {int(state['seed'])} != lattice seed {self.seed}")
         self.set_cells(state["cells"], state["flags"], state["generation"])
+        zeros = np.zeros(self.shape, dtype=np.uint8)
+        cond = np.asarray(state.get("niche_conditioned", zeros))
+        timer = np.asarray(state.get("niche_timer", zeros))
+        if cond.shape != self.shape or timer.shape != self.shape:
+            raise ValueError(f"niche_conditioned/niche_timer must have shape {self.shape}")
+        self.niche_cond.from_numpy(np.ascontiguousarray(cond, dtype=np.uint8))
+        self.niche_timer.from_numpy(np.ascontiguousarray(timer, dtype=np.uint16))
         self.counters.from_numpy(np.asarray(state["counters"], dtype=np.int64))
         self.auc.from_numpy(np.asarray(state["auc"], dtype=np.int64))
         self.step_index = int(state["step_index"])
@@ -304,7 +330,7 @@ class CellLattice:
             raise ValueError("chemotactic_sensitivity must be >= 0 and cxcr4_kd_nM > 0")
         k0, k1 = self.key
         s = self.step_index & 0xFFFFFFFF
-        self.update_niches(tissue, niche, integrity, integrity_floor)
+        self.update_niches(tissue, niche, integrity, integrity_floor, _advance=True, _dt_hours=dt_hours)
         if self._bounds_dt != dt_hours:
             self.pbound.from_numpy(self._event_bounds(dt_hours))
             self._bounds_dt = dt_hours
@@ -350,9 +376,30 @@ class CellLattice:
         out[out >= 1.0] = 2.0  # "no bound": every uniform in [0, 1) passes
         return out.astype(np.float32)
 
-    def update_niches(self, tissue, niche, integrity, integrity_floor: float) -> None:
-        """Recompute which niche slots work and lodge/unlodge the stem cells on them."""
-        self._update_niches(tissue, niche, integrity, float(integrity_floor))
+    def update_niches(self, tissue, niche, integrity, integrity_floor: float, *, _advance: bool = False,
+                      _dt_hours: float = 1.0) -> None:
+        """Recompute which niche slots work and lodge/unlodge the stem cells on them.
+
+        Only :meth:`step` advances the conditioning clocks (``_advance``, by one step of
+        ``_dt_hours``); every other call (seeding, homing, tests) just reads them.
+        """
+        sarr = self._params_np[1]
+        on = self.conditioning
+        n_cond, n_decond = 1, 1
+        if on and _advance:
+            n_cond = self.timer_steps(float(sarr[SP["conditioning_hours"]]), _dt_hours)
+            n_decond = self.timer_steps(float(sarr[SP["deconditioning_hours"]]), _dt_hours)
+        self._update_niches(tissue, niche, integrity, float(integrity_floor), int(on), int(on and _advance),
+                            n_cond, n_decond)
+
+    @staticmethod
+    def timer_steps(hours: float, dt_hours: float) -> int:
+        """Cell steps of ``hours`` at steps of ``dt_hours`` (ceil, at least 1; the same rule as
+        ``NicheConditioningConfig.timer_steps``); refuses more than the uint16 timer holds."""
+        n = max(1, int(np.ceil(hours / dt_hours - 1e-6)))
+        if n > TIMER_MAX:
+            raise ValueError(f"{hours:g} h is {n} steps of {dt_hours:g} h: at most {TIMER_MAX}")
+        return n
 
     def seed_initial(self, tissue, niche, integrity, **kwargs) -> None:
         """Clear and place the initial populations: :func:`cells_placement.seed_initial`."""
@@ -431,11 +478,22 @@ class CellLattice:
 
     @ti.kernel
     def _update_niches(
-        self, tissue: ti.template(), niche: ti.template(), integrity: ti.template(), floor: ti.f32
+        self,
+        tissue: ti.template(),
+        niche: ti.template(),
+        integrity: ti.template(),
+        floor: ti.f32,
+        conditioning: ti.i32,
+        advance_clock: ti.i32,
+        n_cond: ti.i32,
+        n_decond: ti.i32,
     ):
+        cond_floor = self.sparams[ti.static(SP["conditioned_integrity_floor"])]
         for I in ti.grouped(self.cells):
             kind = ti.cast(niche[I], ti.i32)
             ok = 0
+            c = ti.cast(self.cells[I], ti.i32)
+            fl = ti.cast(self.flags[I], ti.i32)
             if kind != NICHE_NONE and tissue[I] == MARROW:
                 q_sup = -1.0  # best supporting-class vessel
                 q_any = -1.0  # best vessel of any class (fallback)
@@ -449,15 +507,24 @@ class CellLattice:
                             if _supports(kind, lab):
                                 q_sup = ti.max(q_sup, q)
                 q = q_sup if q_sup >= 0.0 else q_any
-                if q >= floor and q > 0.0:
-                    ok = 1
+                cond = 0
+                if conditioning != 0:
+                    cond = ti.cast(self.niche_cond[I], ti.i32)
+                ok = slot_bits(q, floor, cond_floor, cond)
+                if advance_clock != 0:
+                    # Held: a lodged LSC that the slot (as it is now) still supports.
+                    held = c == LSC and (fl & LODGED) != 0 and (ok & OK_LSC) != 0
+                    ct = advance(cond, ti.cast(self.niche_timer[I], ti.i32), held, n_cond, n_decond)
+                    if ct[0] != cond:
+                        ok = slot_bits(q, floor, cond_floor, ct[0])
+                    self.niche_cond[I] = ti.cast(ct[0], ti.u8)
+                    self.niche_timer[I] = ti.cast(ct[1], ti.u16)
             self.niche_ok[I] = ti.cast(ok, ti.u8)
-            c = ti.cast(self.cells[I], ti.i32)
             if c == HSC or c == LSC:
-                fl = ti.cast(self.flags[I], ti.i32)
-                if ok == 1 and (fl & (LODGED | MOBILIZED)) == 0:
+                works = (ok & (OK_HSC if c == HSC else OK_LSC)) != 0
+                if works and (fl & (LODGED | MOBILIZED)) == 0:
                     self.flags[I] = ti.cast(fl | LODGED, ti.u8)
-                elif ok == 0 and (fl & LODGED) != 0:
+                elif not works and (fl & LODGED) != 0:
                     self.flags[I] = ti.cast(fl & ~LODGED, ti.u8)
 
     @ti.kernel
@@ -606,7 +673,8 @@ class CellLattice:
                 if divides:
                     # Neighbour classes (bit d = direction d).
                     m_plain = 0  # empty non-niche marrow: any daughter
-                    m_slot = 0  # empty working niche slot: stem daughters only
+                    m_slot = 0  # empty niche slot working for the mother's type: stem daughters only
+                    ok_bit = OK_HSC if c == HSC else OK_LSC
                     m_hsc = 0  # niche slot held by a lodged HSC: LSC displacement target
                     m_prog = 0  # progenitor: blast displacement target
                     for d in ti.static(range(6)):
@@ -618,7 +686,7 @@ class CellLattice:
                                 if cj == EMPTY:
                                     if not on_niche:
                                         m_plain |= 1 << d
-                                    elif self.niche_ok[J] != 0:
+                                    elif (ti.cast(self.niche_ok[J], ti.i32) & ok_bit) != 0:
                                         m_slot |= 1 << d
                                 elif cj == HSC and on_niche:
                                     if (ti.cast(self.flags[J], ti.i32) & LODGED) != 0:
@@ -702,7 +770,7 @@ class CellLattice:
                         self.flags[I] = ti.u8(0)
                     fl = 0
                     if (daughter == HSC or daughter == LSC) and niche[T] != NICHE_NONE:
-                        if self.niche_ok[T] != 0:
+                        if (ti.cast(self.niche_ok[T], ti.i32) & (OK_HSC if daughter == HSC else OK_LSC)) != 0:
                             fl = LODGED
                     self.flags[T] = ti.cast(fl, ti.u8)
 
@@ -746,7 +814,7 @@ class CellLattice:
                                         m_plain |= 1 << d
                                     else:
                                         m_niche |= 1 << d
-                                        if self.niche_ok[J] != 0:
+                                        if (ti.cast(self.niche_ok[J], ti.i32) & (OK_HSC if c == HSC else OK_LSC)) != 0:
                                             m_slot |= 1 << d
                                 elif cj == PROGENITOR:
                                     m_prog |= 1 << d
@@ -791,7 +859,9 @@ class CellLattice:
                     c = self.cells[I]
                     fl = ti.cast(self.flags[I], ti.i32) & MOBILIZED
                     if c != ti.u8(BLAST) and fl == 0 and niche[T] != NICHE_NONE:
-                        if self.niche_ok[T] != 0:
+                        # A stem cell lodges only on a slot working for its type: an HSC that
+                        # steps onto a conditioned slot stays free (and walks on).
+                        if (ti.cast(self.niche_ok[T], ti.i32) & (OK_HSC if c == ti.u8(HSC) else OK_LSC)) != 0:
                             fl = LODGED
                     g = self.generation[I]
                     # Swap: the target's occupant (empty or a progenitor) takes this voxel.

@@ -99,7 +99,7 @@ AUC_ROWS = ("cell_hours", "cytarabine_uM_h", "daunorubicin_uM_h")
 AUC_SCALE = 2**20
 
 _NICHE_KINDS = (NICHE_ENDOSTEAL, NICHE_PERIVASCULAR)
-_NICHE_STATS = ("slots", "functional", "hsc", "lsc", "empty", "free_cell")
+_NICHE_STATS = ("slots", "functional", "hsc", "lsc", "empty", "free_cell", "conditioned", "conditioned_lsc")
 _N_NICHE_STATS = len(_NICHE_STATS)
 
 #: Layout of ``CellLattice.readout_buffer``: the quantities counted by one grid pass.
@@ -168,6 +168,10 @@ def _count_voxel(lat: ti.template(), tissue: ti.template(), niche: ti.template()
                 acc[base + 4] += 1
             else:
                 acc[base + 5] += 1
+            if lat.niche_cond[I] != 0:  # leukemia-conditioned (kernels.niche_conditioning)
+                acc[base + 6] += 1
+                if (fl & LODGED) != 0 and c == LSC:
+                    acc[base + 7] += 1
     return acc
 
 
@@ -238,7 +242,8 @@ def collect_metrics(lat, tissue, niche) -> dict[str, float]:
         * ``lodged_hsc``, ``lodged_lsc``, ``mobilized_hsc``, ``mobilized_lsc``;
         * ``niche_<kind>_<stat>`` for kinds ``endosteal``/``perivascular`` and stats
           ``slots``, ``functional`` (working now), ``hsc``/``lsc`` (held by a lodged cell),
-          ``empty``, ``free_cell`` (occupied by an unlodged stem cell);
+          ``empty``, ``free_cell`` (occupied by an unlodged stem cell), ``conditioned``
+          (leukemia-conditioned slots), ``conditioned_lsc`` (those held by a lodged LSC);
         * cumulative events ``<counter>_<type>`` (:data:`COUNTER_NAMES`; ``exited_blast`` are
           the blasts egressed to blood, ``killed_drug_lodged_lsc`` lodged LSCs killed by drug);
         * cumulative exposure ``cell_hours_<category>``, ``cytarabine_uM_h_<category>``,

@@ -13,6 +13,7 @@ import numpy as np
 from .cells_metrics import COUNTER_ROW, LODGED, PURPOSES
 from .cells_params import SP
 from .codes import EMPTY, HSC, LSC, MARROW, NICHE_NONE, PROGENITOR
+from .niche_conditioning import OK_HSC
 from .philox import philox_counter, uniform4
 from .ti_compat import ti
 
@@ -38,7 +39,7 @@ def _seed(
         if tissue[I] == MARROW:
             u = uniform4(k0, k1, lat.linear_index(I), 0, ti.static(PURPOSES["init"]), 0)
             if niche[I] != NICHE_NONE:
-                if lat.niche_ok[I] != 0 and u[0] < hsc_fraction:
+                if (ti.cast(lat.niche_ok[I], ti.i32) & OK_HSC) != 0 and u[0] < hsc_fraction:
                     lat.cells[I] = ti.u8(HSC)
                     lat.flags[I] = ti.u8(LODGED)
             elif u[1] < progenitor_density:
@@ -65,7 +66,8 @@ def _candidate_keys(
             c = ti.cast(lat.cells[I], ti.i32)
             cand = False
             if mode == _MODE_HOMING:
-                cand = c == EMPTY and niche[I] != NICHE_NONE and lat.niche_ok[I] != 0
+                # a conditioned slot takes no HSC (niche_conditioning)
+                cand = c == EMPTY and niche[I] != NICHE_NONE and (ti.cast(lat.niche_ok[I], ti.i32) & OK_HSC) != 0
             else:
                 cand = niche[I] == NICHE_NONE and (c == EMPTY or c == PROGENITOR)
             if cand:
@@ -143,7 +145,8 @@ def seed_initial(
 
 
 def home_hsc(lat, count: int, tissue, niche, integrity, *, integrity_floor: float) -> int:
-    """Place up to ``count`` transplanted HSCs, lodged, on free working niche slots.
+    """Place up to ``count`` transplanted HSCs, lodged, on free niche slots working for HSCs
+    (never on a leukemia-conditioned slot).
 
     The slots are drawn uniformly (Philox key of voxel, current step, purpose ``homing``);
     cells that find no free slot do not engraft.

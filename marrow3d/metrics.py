@@ -48,9 +48,17 @@ _ARTERIOLE = 1 << REGION_ARTERIOLE
 _SINUSOID = 1 << REGION_SINUSOID
 
 
-def disease_stage(leukemic_fraction: float, arteriole_integrity: float, stages) -> int:
-    """Stage code (0 pre-leukemic, 1 permissive, 2 self-reinforcing) from current readouts."""
-    if leukemic_fraction >= stages.reinforcing_leukemic_fraction and arteriole_integrity <= stages.reinforcing_arteriole_integrity:
+def disease_stage(leukemic_fraction: float, arteriole_integrity: float, stages, conditioned_share: float = 0.0) -> int:
+    """Stage code (0 pre-leukemic, 1 permissive, 2 self-reinforcing) from current readouts.
+
+    Self-reinforcing: leukemic cells at least ``reinforcing_leukemic_fraction`` and the niche
+    remodelled, either by endosteal vessel loss (mean arteriole integrity at or below
+    ``reinforcing_arteriole_integrity``) or by leukemia-conditioned slots (their share of all
+    niche slots at least ``reinforcing_conditioned_share``; always 0 with the mechanism off).
+    """
+    remodelled = (arteriole_integrity <= stages.reinforcing_arteriole_integrity
+                  or conditioned_share >= stages.reinforcing_conditioned_share)
+    if leukemic_fraction >= stages.reinforcing_leukemic_fraction and remodelled:
         return 2
     if leukemic_fraction >= stages.permissive_leukemic_fraction:
         return 1
@@ -234,6 +242,10 @@ class MetricsRecorder:
         m["hsc_niche_share"] = held_hsc / slots if slots else 0.0
         m["lsc_niche_share"] = held_lsc / slots if slots else 0.0
         m["functional_niche_fraction"] = functional / slots if slots else 0.0
+        conditioned = sum(m[f"niche_{k}_conditioned"] for k in ("endosteal", "perivascular"))
+        conditioned_lsc = sum(m[f"niche_{k}_conditioned_lsc"] for k in ("endosteal", "perivascular"))
+        m["conditioned_niche_share"] = conditioned / slots if slots else 0.0
+        m["conditioned_lsc_niche_share"] = conditioned_lsc / slots if slots else 0.0
         m.update(self._oxygen(values))
         m.update(self._integrity(values))
         m.update(self._means(values, "signal", "signal", model))
@@ -246,7 +258,8 @@ class MetricsRecorder:
         m["dfo_protection"] = float(model.pk.vessel_loss_protection(t_mid))
         for name, its in model.solve_iterations.items():
             m[f"solver_iterations_{name}"] = float(its)
-        m["stage"] = float(disease_stage(m["leukemic_fraction"], m["arteriole_mean_integrity"], cfg.stages))
+        m["stage"] = float(disease_stage(m["leukemic_fraction"], m["arteriole_mean_integrity"], cfg.stages,
+                                         m["conditioned_niche_share"]))
         return m
 
     def _sum(self, values, field: str, k: int) -> float:

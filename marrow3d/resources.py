@@ -9,8 +9,9 @@ lattice and the model found by walking their attributes).
 Per voxel, float32 fields (the default), ``d`` dosed drugs (0, 1 or 2):
 
 =========================  ==========================================================  =====
-state (checkpointed)       tissue, niche, cells, flags, generation (uint8 each),        17+4d
-                           vessel integrity (f32), oxygen, signal, each drug (f32)
+state (checkpointed)       tissue, niche, cells, flags, generation, niche_conditioned    20+4d
+                           (uint8 each), niche_timer (uint16), vessel integrity (f32),
+                           oxygen, signal, each drug (f32)
 cell-lattice workspace     niche_ok, intent (uint8), claim (uint32)                        6
 solver, finest level       coefficients D, a, vmax, s; CG vectors r(=b), z(=e), p, q,     64
                            dx; face conductances gz, gy, gx; diag, inv_diag (f32 each);
@@ -29,11 +30,13 @@ a CPU (``rows``) 5 per (z, y) row and a band factor of the coarsest level (<= 51
 :func:`estimate_memory` counts the layout its ``gpu`` flag names. They add about 7.5 bytes per
 voxel at 128^3 on a GPU, about 0.1 at 512^3.
 
-So 17-25 bytes of state and about 79 of device workspace (f32, GPU layout), i.e. 96-104
+So 20-28 bytes of state and about 79 of device workspace (f32, GPU layout), i.e. 99-107
 bytes per voxel in all on the device: 1.3-1.4 GiB for the 14.5 million voxels of the femur,
-12.0-13.0 GiB for 512^3, 96-104 GiB for 1024^3 (no drug - two drugs; ``estimate_memory``).
+12.4-13.4 GiB for 512^3, 99-107 GiB for 1024^3 (no drug - two drugs; ``estimate_memory``).
 ``precision = "float64"`` doubles every float array except the (already float64) Newton
-iterate: 25-41 bytes of state and about 143 of workspace.
+iterate: 28-44 bytes of state and about 143 of workspace. (The niche-conditioning state, 3
+bytes, is allocated whether the mechanism is on or not, so switching it never changes the
+footprint.)
 
 Besides, the host keeps the anatomy arrays the model was built from (tissue, niche uint8,
 integrity f32: 6 bytes), counted in ``host_bytes``. On the CPU backend device and host are
@@ -70,8 +73,11 @@ __all__ = [
 #: Upper bound of the fixed-size tables (cell parameters, counters, exposure sums, readout
 #: buffer, solver scalars): included once in ``workspace_bytes``.
 SMALL_TABLES_BYTES = 4096
-#: uint8 per voxel of the lattice state (cells, flags, generation) and anatomy (tissue, niche).
-_U8_STATE = 5
+#: uint8 per voxel of the lattice state (cells, flags, generation, niche_conditioned) and
+#: anatomy (tissue, niche).
+_U8_STATE = 6
+#: The lattice's uint16 niche_timer (niche-conditioning clock).
+_U16_STATE = 2
 #: Lattice workspace per voxel: niche_ok u8, intent u8, claim u32.
 _LATTICE_WORKSPACE = 1 + 1 + 4
 
@@ -122,7 +128,7 @@ def _float_bytes(precision: str) -> int:
 def state_bytes_per_voxel(precision: str = "float32", drugs: int = 2) -> int:
     """Bytes per voxel of the prognostic state with ``drugs`` dosed drug fields."""
     f = _float_bytes(precision)
-    return _U8_STATE + 4 + f * (2 + int(drugs))  # integrity is always float32
+    return _U8_STATE + _U16_STATE + 4 + f * (2 + int(drugs))  # integrity is always float32
 
 
 def readout_bytes(shape, precision: str = "float32", *, gpu: bool = True, fields: int = 5) -> int:

@@ -2,8 +2,8 @@
 
 A small driver script runs a busy 48^3 marrow (every rule active: death, drugs, division with
 displacement, walk and swaps, CXCL12 chemotaxis, release under a CXCR4 multiplier, homing,
-vessel remodeling) in fresh processes initialised with 1 and with 2 CPU threads, and saves the
-final arrays.
+vessel remodeling, niche-dependent LSC stemness and leukemia-conditioned slots with their
+clocks) in fresh processes initialised with 1 and with 2 CPU threads, and saves the final arrays.
 """
 
 import subprocess
@@ -46,6 +46,9 @@ DRIVER = textwrap.dedent(
         "niche": {"release_rate_per_day": 0.5},
         "drugs": {"cytarabine_kmax_per_day": 10.0},
         "initial": {"lsc_count": 150},
+        "niche_dependence": {"enabled": True, "free_self_renewal_factor": 0.9,
+                             "free_differentiation_probability": 0.3},
+        "niche_conditioning": {"enabled": True, "conditioning_hours": 3.0, "deconditioning_hours": 5.0},
     })
     vparams = VesselsConfig(arteriole_loss_rate_per_day=2.0).kernel_params()
     f = {k: ti.field(ti.u8, shape) for k in ("tissue", "niche")}
@@ -137,6 +140,11 @@ def _assert_same(a, b):
 def test_identical_for_one_and_two_threads(runs):
     _assert_same(_tag(runs[1], "direct"), _tag(runs[2], "direct"))
     _assert_same(_tag(runs[1], "seed8"), _tag(runs[2], "seed8"))
+
+
+def test_niche_conditioning_was_exercised(runs):
+    d = _tag(runs[1], "direct")
+    assert d["niche_conditioned"].sum() > 0 and d["niche_timer"].max() > 0
 
 
 def test_rerun_with_same_seed_is_identical(runs):

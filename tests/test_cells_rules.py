@@ -44,6 +44,8 @@ def null_params(**changes):
         "mature_exit_far_factor",
         "severe_hypoxia_threshold_mmHg",
         "lsc_free_self_renewal_factor",  # 1: stemness independent of the niche
+        "conditioning_hours",  # > 0 (pack_params); the mechanism itself is off
+        "deconditioning_hours",
     }
     for name in TYPE_PARAMS:
         p[name] = {k: 0.0 for k in p[name]}

@@ -66,6 +66,23 @@ class SimulationConfig(Section):
             raise ValueError(
                 "transport.oxygen.severe_hypoxic_mmHg must be below transport.oxygen.hypoxic_mmHg"
             )
+        nc = self.cells.niche_conditioning
+        if nc.enabled:
+            from .niche_mechanisms import TIMER_MAX_STEPS
+
+            for key in ("conditioning_hours", "deconditioning_hours"):
+                n = nc.timer_steps(getattr(nc, key), self.run.cell_step_hours)
+                if n > TIMER_MAX_STEPS:
+                    raise ValueError(
+                        f"cells.niche_conditioning.{key} = {getattr(nc, key):g} h is {n:,} cell steps of "
+                        f"run.cell_step_hours = {self.run.cell_step_hours:g}; at most {TIMER_MAX_STEPS:,} "
+                        "(the per-slot timer is 16 bits)"
+                    )
+            if nc.conditioned_integrity_floor > self.vessels.integrity_floor:
+                raise ValueError(
+                    "cells.niche_conditioning.conditioned_integrity_floor must not exceed "
+                    "vessels.integrity_floor (a conditioned slot works down to a lower integrity)"
+                )
         steps = self.n_cell_steps
         if steps > MAX_CELL_STEPS:
             raise ValueError(

@@ -19,6 +19,7 @@ from __future__ import annotations
 from pydantic import Field, model_validator
 
 from .base import Section
+from .niche_mechanisms import NicheConditioningConfig, NicheDependenceConfig
 from .transport import PerCellType
 
 __all__ = [
@@ -108,22 +109,6 @@ class FateConfig(Section):
         le=1.0,
         description="P(an LSC daughter is an LSC), above the HSC's (Stiehl & Marciniak-Czochra, arXiv:1907.02842: LSC self-renewal drives clonal selection; assumption). "
         "Calibrated so the LSC pool expands and competes visibly for niches, as MLL-AF9's frequent LSCs do (Krivtsov 2006).",
-    )
-    lsc_free_self_renewal_factor: float = Field(
-        1.0,
-        ge=0.0,
-        le=1.0,
-        description="Multiplier of lsc_self_renewal_probability for an LSC off a niche. 1 (default): "
-        "stemness does not depend on the niche. Below 1, with lsc_free_differentiation_probability, "
-        "LSCs keep their stemness mainly on niche slots, as in niche-competition models (assumption; "
-        "docs/model.md 9.7).",
-    )
-    lsc_free_differentiation_probability: float = Field(
-        0.0,
-        ge=0.0,
-        le=1.0,
-        description="P(an LSC off a niche whose daughter is a blast turns into a blast as well: "
-        "LSC -> blast + blast). 0 (default): an LSC division always keeps the mother an LSC.",
     )
     lsc_displacement_probability: float = Field(
         0.5,
@@ -279,6 +264,13 @@ class CellsConfig(Section):
         default_factory=NicheDynamicsConfig, description="Niche release, re-adhesion, walk."
     )
     egress: EgressConfig = Field(default_factory=EgressConfig, description="Exit through sinusoids.")
+    niche_dependence: NicheDependenceConfig = Field(
+        default_factory=NicheDependenceConfig, description="Niche-dependent LSC stemness (switch, off by default)."
+    )
+    niche_conditioning: NicheConditioningConfig = Field(
+        default_factory=NicheConditioningConfig,
+        description="Leukemia-conditioned niche slots (switch, off by default).",
+    )
     initial: InitialCellsConfig = Field(
         default_factory=InitialCellsConfig, description="Initial populations."
     )
@@ -288,6 +280,8 @@ class CellsConfig(Section):
         day = _HOURS_PER_DAY
         dv, fa, dr, ni, eg = self.division, self.fate, self.drugs, self.niche, self.egress
         blast_per_h = 1.0 / dv.blast_cycle_time_hours
+        free_factor, free_diff = self.niche_dependence.kernel_values()
+        nc = self.niche_conditioning
         per_type = lambda p: {"hsc": p.hsc, "progenitor": p.progenitor, "lsc": p.lsc, "blast": p.blast}  # noqa: E731
         return {
             "death_rate_per_hour": {k: v / day for k, v in per_type(self.death_rate_per_day).items()},
@@ -326,8 +320,8 @@ class CellsConfig(Section):
             "lodged_drug_protection": dr.lodged_protection_fraction,
             "hsc_self_renewal_probability": fa.hsc_self_renewal_probability,
             "lsc_self_renewal_probability": fa.lsc_self_renewal_probability,
-            "lsc_free_self_renewal_factor": fa.lsc_free_self_renewal_factor,
-            "lsc_free_differentiation_probability": fa.lsc_free_differentiation_probability,
+            "lsc_free_self_renewal_factor": free_factor,
+            "lsc_free_differentiation_probability": free_diff,
             "lsc_displacement_probability": fa.lsc_displacement_probability,
             "progenitor_displacement_probability": fa.progenitor_displacement_probability,
             "progenitor_max_generation": float(dv.progenitor_max_generation),
@@ -338,4 +332,8 @@ class CellsConfig(Section):
             "stem_walk_rate_per_hour": ni.walk_rate_per_hour,
             "blast_walk_rate_per_hour": ni.blast_walk_rate_per_hour,
             "blast_egress_rate_per_hour": eg.blast_blood_egress_rate_per_day / day,
+            "niche_conditioning_enabled": 1.0 if nc.enabled else 0.0,
+            "conditioning_hours": nc.conditioning_hours,
+            "deconditioning_hours": nc.deconditioning_hours,
+            "conditioned_integrity_floor": nc.conditioned_integrity_floor,
         }

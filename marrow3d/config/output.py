@@ -11,8 +11,10 @@ from .base import Section
 __all__ = ["OutputConfig", "SNAPSHOT_FIELDS"]
 
 #: Arrays that can be snapshotted into ``run.h5`` (``/snapshots/<name>``).
-SNAPSHOT_FIELDS = ("oxygen", "cytarabine", "daunorubicin", "signal", "cxcl12", "cells", "lodged", "integrity")
-SnapshotField = Literal["oxygen", "cytarabine", "daunorubicin", "signal", "cxcl12", "cells", "lodged", "integrity"]
+SNAPSHOT_FIELDS = ("oxygen", "cytarabine", "daunorubicin", "signal", "cxcl12", "cells", "lodged", "integrity",
+                   "niche_conditioned")
+SnapshotField = Literal["oxygen", "cytarabine", "daunorubicin", "signal", "cxcl12", "cells", "lodged", "integrity",
+                        "niche_conditioned"]
 
 
 class OutputConfig(Section):
@@ -24,7 +26,7 @@ class OutputConfig(Section):
     snapshot_fields: list[SnapshotField] = Field(
         default_factory=lambda: ["oxygen", "signal", "cells", "lodged", "integrity"],
         description="Arrays included in each snapshot (drug fields are written only while dosed, cxcl12 only "
-        "when transport.cxcl12.enabled).",
+        "when transport.cxcl12.enabled, niche_conditioned only with cells.niche_conditioning on).",
     )
     snapshot_precision: Literal["float16", "float32"] = Field(
         "float32", description="Storage type of snapshotted float fields (float16 halves the file)."

@@ -5,7 +5,9 @@ pre-leukemic (0) -> permissive (1) -> self-reinforcing (2), from the time series
 * permissive: leukemic cells (LSC + blast) are established, i.e. at least
   ``permissive_leukemic_fraction`` of marrow cells;
 * self-reinforcing: the niche has been remodelled - mean arteriole integrity at or below
-  ``reinforcing_arteriole_integrity`` - while leukemic cells are at least
+  ``reinforcing_arteriole_integrity``, or at least ``reinforcing_conditioned_share`` of the
+  niche slots leukemia-conditioned (``[cells.niche_conditioning]``, Schepers 2013: a
+  "self-reinforcing leukemic niche") - while leukemic cells are at least
   ``reinforcing_leukemic_fraction`` of marrow cells.
 
 The stage is computed from the current state at every step; after therapy it can fall back.
@@ -31,6 +33,13 @@ class StagesConfig(Section):
     )
     reinforcing_arteriole_integrity: float = Field(
         0.8, gt=0.0, lt=1.0, description="Mean arteriole integrity at or below which the endosteum counts as remodelled."
+    )
+    reinforcing_conditioned_share: float = Field(
+        0.2,
+        gt=0.0,
+        le=1.0,
+        description="Share of all niche slots leukemia-conditioned at or above which the niche counts as remodelled "
+        "(assumption; only reached with cells.niche_conditioning on).",
     )
     endosteal_band_um: float = Field(
         100.0, gt=0.0, description="Marrow within this distance of bone is the endosteal region of the metrics."

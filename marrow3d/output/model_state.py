@@ -20,15 +20,17 @@ from ..errors import CheckpointError
 __all__ = ["ModelArrays", "capture_model_state", "restore_model_state"]
 
 #: Units of the non-field arrays.
-_ARRAY_UNITS = {"cells": "code", "lodged": "flag", "integrity": "1", "vessel_integrity": "1"}
+_ARRAY_UNITS = {"cells": "code", "lodged": "flag", "integrity": "1", "vessel_integrity": "1",
+                "niche_conditioned": "flag"}
 
 
 class ModelArrays:
     """The named per-voxel arrays of a model, as writers store them.
 
     Names: every transport field (``oxygen``, ``signal``, each dosed drug; also as
-    ``fields/<name>``), ``cells`` (cell codes), ``lodged`` (0/1) and ``integrity`` (also
-    ``vessel_integrity``).
+    ``fields/<name>``), ``cells`` (cell codes), ``lodged`` (0/1), ``integrity`` (also
+    ``vessel_integrity``) and, with ``cells.niche_conditioning`` on, ``niche_conditioned``
+    (0/1 per niche slot).
 
     Parameters
     ----------
@@ -40,7 +42,13 @@ class ModelArrays:
 
     def names(self) -> list[str]:
         """Array names a snapshot may hold, in a stable order."""
-        return [*self.model.fields, "cells", "lodged", "integrity"]
+        extra = ["niche_conditioned"] if self._conditioning() else []
+        return [*self.model.fields, "cells", "lodged", "integrity", *extra]
+
+    def _conditioning(self) -> bool:
+        # Off, the array is not written: runs without the mechanism keep their /state (and its
+        # pinned digest, tests/test_reproducibility_pin.py) unchanged.
+        return bool(self.model.config.cells.niche_conditioning.enabled)
 
     def has(self, name: str) -> bool:
         return name in self.names() or name in self.final_state_spec()
@@ -60,11 +68,13 @@ class ModelArrays:
             return (m.cells.flags.to_numpy() & LODGED).astype(np.uint8)
         if name in ("integrity", "vessel_integrity"):
             return m.integrity.to_numpy()
+        if name == "niche_conditioned":
+            return m.cells.niche_cond.to_numpy()
         raise KeyError(f"no array named {name!r}")
 
     def dtype(self, name: str) -> np.dtype:
         """The array's dtype in memory (writers may store floats at a lower precision)."""
-        if name in ("cells", "lodged"):
+        if name in ("cells", "lodged", "niche_conditioned"):
             return np.dtype(np.uint8)
         if name in ("integrity", "vessel_integrity"):
             return np.dtype(np.float32)
@@ -84,6 +94,8 @@ class ModelArrays:
         spec = {"cells": ("u1", "code"), "lodged": ("u1", "flag"), "vessel_integrity": ("f4", "1")}
         for name in self.model.fields:
             spec[f"fields/{name}"] = ("f4", FIELD_UNITS[name])
+        if self._conditioning():
+            spec["niche_conditioned"] = ("u1", "flag")
         return spec
 
 
@@ -138,6 +150,9 @@ def restore_model_state(model, state: dict) -> None:
     cells = state["cells"]
     for key in ("cells", "flags", "generation"):
         check(f"cells/{key}", cells[key])
+    for key in ("niche_conditioned", "niche_timer"):  # absent in checkpoints older than them: zero
+        if key in cells:
+            check(f"cells/{key}", cells[key])
     model.cells.set_state(cells)
     model.drug_active = {a: bool(state.get("drug_active", {}).get(a, False)) for a in model.drugs}
     model.solve_iterations = {k: int(v) for k, v in state.get("solve_iterations", {}).items()}

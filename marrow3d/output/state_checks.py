@@ -164,6 +164,17 @@ def check_checkpoint_state(meta: dict[str, Any], state: dict[str, Any], source: 
     if np.any(flags.astype(np.int64) & ~_FLAG_BITS):
         c.fail("/state/model/cells/flags", f"holds bits other than LODGED (1) and MOBILIZED (2)")
     c.array("/state/model/cells/generation", c.get(state, "model/cells/generation"), shape=grid, kinds="iu")
+    cells_tree = state.get("model", {}).get("cells", {}) if isinstance(state.get("model"), dict) else {}
+    if isinstance(cells_tree, dict) and "niche_conditioned" in cells_tree:  # absent in older checkpoints
+        cond = c.array("/state/model/cells/niche_conditioned", cells_tree["niche_conditioned"], shape=grid, kinds="iu")
+        if np.any((cond != 0) & (cond != 1)):
+            c.fail("/state/model/cells/niche_conditioned", "holds values other than 0 and 1")
+        if np.any((cond != 0) & (niche == codes.NICHE_NONE)):
+            c.fail("/state/model/cells/niche_conditioned", "marks voxels that are not niche slots")
+    if isinstance(cells_tree, dict) and "niche_timer" in cells_tree:
+        timer = c.array("/state/model/cells/niche_timer", cells_tree["niche_timer"], shape=grid, kinds="iu")
+        if timer.size and (int(timer.min()) < 0 or int(timer.max()) > 65535):
+            c.fail("/state/model/cells/niche_timer", "holds values outside 0..65535 (uint16 cell steps)")
     for name in ("counters", "auc"):
         arr = c.array(f"/state/model/cells/{name}", c.get(state, f"model/cells/{name}"), ndim=2, kinds="iu")
         if arr.size and int(arr.min()) < 0:
