@@ -108,9 +108,9 @@ def register(app: typer.Typer) -> None:
             md, table = write_paired(sweep_dir, paired)
             n_na = int((table["n"] == 0).sum())
             console.print(f"[green]written[/]: {md} ({len(table)} comparisons, {n_na} n/a; "
-                          f"also paired.csv, paired.parquet, paired_members.csv)", highlight=False)
+                          f"also paired.csv, paired.parquet, paired_members.csv)", highlight=False, soft_wrap=True)
         path = make_report(sweep_dir, out)
-        console.print(f"[green]written[/]: {path}", highlight=False)
+        console.print(f"[green]written[/]: {path}", highlight=False, soft_wrap=True)
 
 
 def _print_plan(rows: list[dict], out: Path) -> None:
