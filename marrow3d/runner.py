@@ -385,15 +385,30 @@ def changed_keys(old: SimulationConfig, new: SimulationConfig) -> list[str]:
 
 
 def _anatomy_from_state(state: dict, cfg: SimulationConfig):
+    """The run's anatomy as it was built, from a checkpoint's ``/state/model/anatomy``.
+
+    Its integrity is the anatomy's initial one (``model/anatomy/integrity``), not the
+    evolving ``model/vessel_integrity`` (model state, restored with the rest), so that
+    ``Anatomy.fingerprint()`` matches the one ``run.h5`` records. Checkpoints written before
+    that dataset existed lack it: there it is rebuilt as every generated or imported anatomy
+    starts, 1 on vessel voxels and 0 elsewhere (``build_anatomy``), which the fingerprint
+    check against ``run.h5`` then confirms.
+    """
     import numpy as np
 
     from .anatomy import Anatomy
+    from .kernels import codes
 
     anat = state["model"]["anatomy"]
+    tissue = np.asarray(anat["tissue"], dtype=np.uint8)
+    if "integrity" in anat:
+        integrity = np.asarray(anat["integrity"], dtype=np.float32)
+    else:
+        integrity = np.isin(tissue, codes.VESSEL_LABELS).astype(np.float32)
     return Anatomy(
-        tissue=np.asarray(anat["tissue"], dtype=np.uint8),
+        tissue=tissue,
         niche=np.asarray(anat["niche"], dtype=np.uint8),
-        integrity=np.asarray(state["model"]["vessel_integrity"], dtype=np.float32),
+        integrity=integrity,
         voxel_um=float(anat["voxel_um"]),
         origin_um=tuple(np.asarray(anat["origin_um"], dtype=np.float64)),
         kind=cfg.domain.kind,

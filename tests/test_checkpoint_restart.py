@@ -234,3 +234,102 @@ def test_branch_refusal_through_cli(runs, tmp_path):
     assert res.returncode == 2, res.stderr
     lines = [ln for ln in res.stderr.splitlines() if ln.strip()]
     assert len(lines) == 1 and lines[0].startswith("error:") and "run.seed" in lines[0], res.stderr
+
+
+# ------------------------------------------------- vessels that changed before the checkpoint
+#: 400 LSCs in the tiny box: their signal starts degrading the vessels within hours, so the
+#: integrity at the checkpoint differs from the anatomy's initial one (the resume once rebuilt
+#: the anatomy from the current integrity and was refused: "records another anatomy").
+DEGRADING = ["cells.initial.lsc_count=400", "output.checkpoint_every_hours=2.0"]
+
+
+@pytest.fixture(scope="module")
+def degraded(tmp_path_factory, taichi_backend):
+    """``direct`` (4 h), ``part`` (2 h) and ``cont`` (``part`` resumed to 4 h), all with
+    vessels degrading from the start; ``old`` is ``part`` written without
+    ``/state/model/anatomy/integrity`` (as checkpoints were before it), then resumed to 4 h."""
+    from marrow3d.output.integrity import write_record
+    from marrow3d.runner import resume_run, run_simulation
+
+    base = tmp_path_factory.mktemp("degraded")
+    direct, part, cont, old = (base / n for n in ("direct", "part", "cont", "old"))
+    run_simulation(_config(4 / 24, DEGRADING), direct, progress=False)
+    run_simulation(_config(2 / 24, DEGRADING), part, progress=False)
+    shutil.copytree(part, cont)
+    assert resume_run(cont, 4 / 24, progress=False).status.iteration == 4
+
+    # an older checkpoint: no /state/model/anatomy/integrity, and a checksum record without it
+    shutil.copytree(part, old)
+    with h5py.File(old / "checkpoint.h5", "a") as h5:
+        del h5["state/model/anatomy/integrity"]
+        write_record(h5)
+    assert resume_run(old, 4 / 24, progress=False).status.iteration == 4
+    return {"direct": direct, "part": part, "cont": cont, "old": old}
+
+
+def test_resume_after_vessels_changed_equals_direct(degraded):
+    from marrow3d.kernels import codes
+
+    with h5py.File(degraded["part"] / "checkpoint.h5", "r") as h5:
+        tissue = h5["state/model/anatomy/tissue"][()]
+        initial = h5["state/model/anatomy/integrity"][()]
+        current = h5["state/model/vessel_integrity"][()]
+    vessel = np.isin(tissue, codes.VESSEL_LABELS)
+    assert np.array_equal(initial, vessel.astype(np.float32))  # the anatomy as built
+    assert current[vessel].min() < 1.0  # the vessels did degrade before the checkpoint
+    direct, cont = degraded["direct"], degraded["cont"]
+    _assert_same_file(direct / "run.h5", cont / "run.h5", _RUN_SKIP | {"/meta@config_toml"})
+    _assert_same_file(direct / "checkpoint.h5", cont / "checkpoint.h5", _CKPT_SKIP)
+    _assert_same_record(direct / "checkpoint.h5", cont / "checkpoint.h5")
+    _assert_same_record(direct / "run.h5", cont / "run.h5")
+
+
+def test_resume_of_a_checkpoint_without_initial_integrity_equals_direct(degraded):
+    """Checkpoints written before /state/model/anatomy/integrity: the anatomy's initial
+    integrity is rebuilt from its vessel labels, and the resume is still bit for bit."""
+    direct, old = degraded["direct"], degraded["old"]
+    _assert_same_file(direct / "run.h5", old / "run.h5", _RUN_SKIP | {"/meta@config_toml"})
+    _assert_same_file(direct / "checkpoint.h5", old / "checkpoint.h5", _CKPT_SKIP)
+
+
+def test_new_files_from_a_degraded_checkpoint_record_the_run_anatomy(degraded, tmp_path):
+    """A resume that writes a new run.h5 and a branch both record the anatomy fingerprint of
+    the run they continue, not one of the degraded vessels."""
+    from marrow3d.runner import branch_run, resume_run
+
+    with h5py.File(degraded["direct"] / "run.h5", "r") as h5:
+        expected = h5["meta"].attrs["anatomy_fingerprint"]
+    fresh = tmp_path / "fresh"
+    shutil.copytree(degraded["part"], fresh)
+    (fresh / "run.h5").unlink()
+    resume_run(fresh, 3 / 24, progress=False)
+    arm = tmp_path / "arm"
+    branch_run(degraded["part"], arm, ["run.days=0.125"], progress=False)
+    for run_dir in (fresh, arm):
+        for name in ("run.h5", "checkpoint.h5"):
+            with h5py.File(run_dir / name, "r") as h5:
+                assert h5["meta"].attrs["anatomy_fingerprint"] == expected, (run_dir, name)
+
+
+def test_a_checkpoint_of_other_initial_vessels_is_refused(degraded, tmp_path):
+    """The initial integrity is part of the anatomy: a checkpoint whose anatomy started with
+    other vessels than run.h5 records belongs to another run, and nothing is touched."""
+    from marrow3d.errors import CheckpointError
+    from marrow3d.output.integrity import write_record
+    from marrow3d.runner import resume_run
+
+    other = tmp_path / "other"
+    shutil.copytree(degraded["part"], other)
+    with h5py.File(other / "checkpoint.h5", "a") as h5:
+        ds = h5["state/model/anatomy/integrity"]
+        initial = ds[()]
+        initial[np.unravel_index(np.argmax(initial), initial.shape)] = 0.5  # one vessel voxel
+        ds[...] = initial
+        write_record(h5)
+    def files():  # the lock file's record of its last holder aside
+        return {p.name: p.read_bytes() for p in other.iterdir() if p.is_file() and p.name != ".marrow3d.lock"}
+
+    before = files()
+    with pytest.raises(CheckpointError, match="records another anatomy than the checkpoint's"):
+        resume_run(other, 4 / 24, progress=False)
+    assert files() == before

@@ -211,7 +211,12 @@ class Anatomy:
 
     # --- identity -------------------------------------------------------------------------
     def fingerprint(self) -> str:
-        """SHA-256 (hex) of the three arrays, shape and voxel size: equal iff byte-identical."""
+        """SHA-256 (hex) of the three arrays, shape and voxel size: equal iff byte-identical.
+
+        ``integrity`` is the anatomy's own, as built (initial), never the model's evolving
+        vessel integrity: checkpoints store it (``/state/model/anatomy/integrity``) so a
+        resumed or branched run rebuilds the same anatomy and fingerprint.
+        """
         h = hashlib.sha256()
         h.update(np.asarray(self.shape, dtype=np.int64).tobytes())
         h.update(np.float64(self.voxel_um).tobytes())

@@ -62,6 +62,8 @@ REQUIRED_STATE = (
 #: Per-voxel datasets (paths under /state): each must have the shape of model/anatomy/tissue.
 _VOXEL_STATE = ("model/anatomy/niche", "model/cells/cells", "model/cells/flags", "model/cells/generation",
                 "model/vessel_integrity")
+#: Per-voxel datasets that older checkpoints lack: the anatomy's initial vessel integrity.
+_OPTIONAL_VOXEL_STATE = ("model/anatomy/integrity",)
 
 
 def fsync_dir(path: Path) -> None:
@@ -374,7 +376,8 @@ def load_checkpoint(path: str | Path) -> tuple[dict[str, Any], dict[str, Any]]:
                 if req not in h5["state"]:
                     raise CheckpointError(f"checkpoint {str(p)!r} is missing dataset /state/{req}")
             grid = h5["state/model/anatomy/tissue"].shape
-            voxel = [*_VOXEL_STATE, *(f"model/fields/{k}" for k in h5["state/model/fields"])]
+            voxel = [*_VOXEL_STATE, *(f"model/fields/{k}" for k in h5["state/model/fields"]),
+                     *(name for name in _OPTIONAL_VOXEL_STATE if name in h5["state"])]
             for name in voxel:
                 shape = h5["state"][name].shape
                 if shape != grid:

@@ -105,6 +105,10 @@ def capture_model_state(model) -> dict:
         "anatomy": {
             "tissue": model.tissue.to_numpy(),
             "niche": model.niche.to_numpy(),
+            # The anatomy's own (initial) integrity, not the evolving one: with tissue, niche
+            # and voxel size it is what Anatomy.fingerprint() hashes, so a resumed or branched
+            # run rebuilds the anatomy that run.h5 records (the current integrity is model state).
+            "integrity": np.ascontiguousarray(model.anatomy.integrity, dtype=np.float32),
             "voxel_um": model.voxel_um,
             "origin_um": np.asarray(model.anatomy.origin_um, dtype=np.float64),
         },

@@ -148,6 +148,10 @@ def check_checkpoint_state(meta: dict[str, Any], state: dict[str, Any], source: 
     marrow = tissue == codes.MARROW
     if np.any((niche != codes.NICHE_NONE) & ~marrow):
         c.fail("/state/model/anatomy/niche", "has niche slots on voxels that are not marrow")
+    if "integrity" in c.get(state, "model/anatomy"):  # the initial integrity; older checkpoints lack it
+        initial = c.array("/state/model/anatomy/integrity", c.get(state, "model/anatomy/integrity"), shape=grid,
+                          kinds="f")
+        c.finite_range("/state/model/anatomy/integrity", initial, 0.0, 1.0)
     voxel = c.number("/state/model/anatomy@voxel_um", c.get(state, "model/anatomy/voxel_um"))
     if voxel <= 0 or abs(voxel - cfg.domain.voxel_um) > 1e-9 * voxel:
         c.fail("/state/model/anatomy@voxel_um", f"is {voxel!r} but domain.voxel_um is {cfg.domain.voxel_um!r}")
