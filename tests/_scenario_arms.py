@@ -28,8 +28,8 @@ def _advance(model, day: float) -> None:
         model.time_step()
 
 
-def run_arms(seed: int) -> dict[str, dict[str, np.ndarray]]:
-    """Histories of the four therapy arms of one seed: arm -> metric -> array."""
+def run_arms(seed: int, chemo_only: bool = False) -> dict[str, dict[str, np.ndarray]]:
+    """Histories of the four therapy arms of one seed (or of 7+3 alone): arm -> metric -> array."""
     from marrow3d.backend import initialize
 
     backend = os.environ.get("MARROW3D_TEST_BACKEND", "cpu")
@@ -45,12 +45,16 @@ def run_arms(seed: int) -> dict[str, dict[str, np.ndarray]]:
         return m
 
     base = model("natural_history")
-    _advance(base, 7)
-    runs = {"vessel_preservation": model("chemo_7_3_vessel_preservation", base)}
-    _advance(runs["vessel_preservation"], DFO_END_DAY)
+    runs = {}
+    if not chemo_only:
+        _advance(base, 7)
+        runs["vessel_preservation"] = model("chemo_7_3_vessel_preservation", base)
+        _advance(runs["vessel_preservation"], DFO_END_DAY)
     _advance(base, 21)
     runs["chemo"] = model("chemo_7_3", base)
     _advance(runs["chemo"], END_DAY)
+    if chemo_only:
+        return {"chemo": {n: np.asarray(v) for n, v in runs["chemo"].history.items()}}
     runs["cxcr4"] = model("chemo_7_3_cxcr4", base)
     _advance(runs["cxcr4"], 30)  # the transplant arm shares everything up to its day-30 graft
     runs["transplant"] = model("clearance_transplant", runs["cxcr4"])
