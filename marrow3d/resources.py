@@ -125,10 +125,11 @@ def _float_bytes(precision: str) -> int:
     return 8 if precision == "float64" else 4
 
 
-def state_bytes_per_voxel(precision: str = "float32", drugs: int = 2) -> int:
-    """Bytes per voxel of the prognostic state with ``drugs`` dosed drug fields."""
+def state_bytes_per_voxel(precision: str = "float32", drugs: int = 2, cxcl12: bool = False) -> int:
+    """Bytes per voxel of the prognostic state with ``drugs`` dosed drug fields (and the
+    CXCL12 field when ``transport.cxcl12.enabled``)."""
     f = _float_bytes(precision)
-    return _U8_STATE + _U16_STATE + 4 + f * (2 + int(drugs))  # integrity is always float32
+    return _U8_STATE + _U16_STATE + 4 + f * (2 + int(drugs) + int(cxcl12))  # integrity is always float32
 
 
 def readout_bytes(shape, precision: str = "float32", *, gpu: bool = True, fields: int = 5) -> int:
@@ -143,7 +144,7 @@ def readout_bytes(shape, precision: str = "float32", *, gpu: bool = True, fields
 
 
 def estimate_memory(shape: tuple[int, int, int], precision: str = "float32", *, drugs: int = 2,
-                    diffusivity_map: bool = False, gpu: bool = True) -> MemoryEstimate:
+                    diffusivity_map: bool = False, gpu: bool = True, cxcl12: bool = False) -> MemoryEstimate:
     """Memory of the model state, device workspace and host copies for a grid ``shape``.
 
     Parameters
@@ -155,6 +156,8 @@ def estimate_memory(shape: tuple[int, int, int], precision: str = "float32", *, 
         Number of dosed drugs (each has a field); 2, the most, by default (a safe bound).
     diffusivity_map : bool
         Whether ``transport.oxygen.diffusivity_map`` is set (one more float field).
+    cxcl12 : bool
+        Whether ``transport.cxcl12.enabled`` (one more float field, solved on the shared solver).
     gpu : bool
         The kernels' layout, as a run on that backend chooses it: GPU (default: the solver's
         ``voxels`` plan, coarsened to one cell, with its 2^18 reduction lanes; the readouts'
@@ -164,7 +167,7 @@ def estimate_memory(shape: tuple[int, int, int], precision: str = "float32", *, 
     """
     f = _float_bytes(precision)
     n = int(shape[0]) * int(shape[1]) * int(shape[2])
-    state = n * state_bytes_per_voxel(precision, drugs)
+    state = n * state_bytes_per_voxel(precision, drugs, cxcl12)
     layout = "voxels" if gpu else "rows"
     work = solver_workspace_bytes(shape, precision, layout) + n * _LATTICE_WORKSPACE + SMALL_TABLES_BYTES
     work += readout_bytes(shape, precision, gpu=gpu, fields=3 + int(drugs))
@@ -200,7 +203,8 @@ def available_memory_bytes(device: str = "cpu") -> int | None:
     return None
 
 
-def check_memory(shape: tuple[int, int, int], precision: str, device: str, *, drugs: int = 2) -> MemoryEstimate:
+def check_memory(shape: tuple[int, int, int], precision: str, device: str, *, drugs: int = 2,
+                 cxcl12: bool = False) -> MemoryEstimate:
     """Refuse a grid whose memory exceeds what the device has free, before any work starts.
 
     On the CPU the device and host parts share the machine's memory and are added up; on a
@@ -211,7 +215,7 @@ def check_memory(shape: tuple[int, int, int], precision: str, device: str, *, dr
     ConfigError
         Naming ``domain.shape_voxels``, the estimate and the free memory.
     """
-    est = estimate_memory(shape, precision, drugs=drugs, gpu=device != "cpu")
+    est = estimate_memory(shape, precision, drugs=drugs, gpu=device != "cpu", cxcl12=cxcl12)
     n = est.voxels
     if n >= 2**31:
         raise ConfigError(

@@ -291,10 +291,10 @@ def run_simulation(cfg: SimulationConfig, out_dir: Path | None = None, *, progre
     _check_new_dir(out_dir)
     shape = check_inputs(cfg)
     if cfg.run.backend in ("cpu", "auto"):
-        check_memory(shape, cfg.run.precision, "cpu")
+        check_memory(shape, cfg.run.precision, "cpu", cxcl12=cfg.transport.cxcl12.enabled)
     info = ensure_backend(cfg)
     if info.name == "cuda":
-        check_memory(shape, cfg.run.precision, "cuda")
+        check_memory(shape, cfg.run.precision, "cuda", cxcl12=cfg.transport.cxcl12.enabled)
     log.debug("backend %s; grid %s", info.name, "x".join(map(str, shape)))
     model = make_model(cfg, out_dir)
     with _claim_new_dir(out_dir, "run"):

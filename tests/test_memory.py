@@ -70,10 +70,11 @@ def taichi_allocations(root) -> dict[int, tuple[str, int]]:
     return found
 
 
-def _model(shape, drugs: int, precision: str = "float32"):
+def _model(shape, drugs: int, precision: str = "float32", cxcl12: bool = False):
     from marrow3d.runner import make_model
 
-    sets = [f"domain.shape_voxels={list(shape)}", f'run.precision="{precision}"', "run.backend=\"cpu\""]
+    sets = [f"domain.shape_voxels={list(shape)}", f'run.precision="{precision}"', "run.backend=\"cpu\"",
+            f"transport.cxcl12.enabled={str(cxcl12).lower()}"]
     if DRUG_EVENTS[drugs]:
         sets.append("therapy.events=[" + ", ".join(DRUG_EVENTS[drugs]) + "]")
     return make_model(load_config(None, sets))
@@ -98,6 +99,14 @@ def test_estimate_equals_the_real_allocations(taichi_backend, shape, drugs, prec
     _check_allocations(_model(shape, drugs, precision), shape, drugs, precision, gpu=False)
 
 
+def test_estimate_counts_the_cxcl12_field(taichi_backend):
+    shape = (13, 21, 30)
+    _check_allocations(_model(shape, 1, cxcl12=True), shape, 1, "float32", gpu=False, cxcl12=True)
+    n = 13 * 21 * 30
+    assert (estimate_memory(shape, drugs=1, cxcl12=True).state_bytes
+            - estimate_memory(shape, drugs=1).state_bytes) == 4 * n
+
+
 def test_gpu_layout_estimate_equals_the_real_allocations(taichi_backend, monkeypatch):
     """``estimate_memory(gpu=True)`` sizes what a run on a GPU allocates: the solver's
     ``voxels`` plan (coarsened to one cell, 2^18 reduction lanes, no band factor) and the
@@ -116,16 +125,20 @@ def test_gpu_layout_estimate_equals_the_real_allocations(taichi_backend, monkeyp
         estimate_memory(shape, drugs=1, gpu=False).workspace_bytes
 
 
-def _check_allocations(model, shape, drugs: int, precision: str, *, gpu: bool) -> None:
+def _check_allocations(model, shape, drugs: int, precision: str, *, gpu: bool, cxcl12: bool = False) -> None:
     assert len(model.drugs) == drugs
+    assert ("cxcl12" in model.fields) == cxcl12
     n = int(np.prod(shape))
-    est = estimate_memory(shape, precision, drugs=drugs, gpu=gpu)
+    est = estimate_memory(shape, precision, drugs=drugs, gpu=gpu, cxcl12=cxcl12)
 
     # prognostic state: the per-voxel arrays a checkpoint holds
     from marrow3d.output.model_state import capture_model_state
 
-    state = _state_arrays_bytes(capture_model_state(model), shape)
-    assert state == est.state_bytes == n * state_bytes_per_voxel(precision, drugs)
+    captured = capture_model_state(model)
+    # the anatomy's initial integrity rides along for resume (the host copy, counted in
+    # host_bytes below), the evolving one is device state
+    state = _state_arrays_bytes(captured, shape) - captured["anatomy"]["integrity"].nbytes
+    assert state == est.state_bytes == n * state_bytes_per_voxel(precision, drugs, cxcl12)
 
     # device: every Taichi allocation reachable from the model
     allocs = taichi_allocations(model)

@@ -185,7 +185,8 @@ def config_validate(
     shape = check_inputs(cfg)
     drugs = sum(1 for agent in DRUG_AGENTS if cfg.therapy.uses(agent))
     est = estimate_memory(shape, cfg.run.precision, drugs=drugs,
-                          diffusivity_map=cfg.transport.oxygen.diffusivity_map is not None)
+                          diffusivity_map=cfg.transport.oxygen.diffusivity_map is not None,
+                          cxcl12=cfg.transport.cxcl12.enabled)
     grid = "x".join(str(n) for n in shape)
     mib = est.total_bytes / 2**20
     size = f"{mib:,.0f} MiB" if mib >= 10 else f"{mib:.2g} MiB"
