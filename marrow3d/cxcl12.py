@@ -29,12 +29,19 @@ def decay_per_min(cfg: Cxcl12Config) -> float:
 
 
 def cxcl12_tables(cfg: Cxcl12Config, floor: float) -> Cxcl12Tables:
-    """Tables of the CXCL12 field: D and k in marrow and vessels (bone, outside no-flux)."""
+    """Tables of the CXCL12 field: D and k in marrow and vessels (bone, outside no-flux).
+
+    k is the decay ``ln 2 / half_life_min`` everywhere, plus the receptor-mediated uptake
+    ``uptake_per_min`` in marrow voxels (the cells that internalise CXCL12 are in the marrow,
+    not in the vessel lumen). The perivascular source is ``k_marrow * level``, so ``level`` stays
+    the concentration a region made only of stroma would reach.
+    """
     d = np.zeros(codes.N_TISSUE)
     k = np.zeros(codes.N_TISSUE)
     for label in (codes.MARROW, codes.ARTERIOLE, codes.SINUSOID, codes.CENTRAL_SINUS):
         d[label] = cfg.diffusivity_um2_per_min
         k[label] = decay_per_min(cfg)
+    k[codes.MARROW] += cfg.uptake_per_min
     return Cxcl12Tables(d, k, np.array(cfg.source_level_nM.as_table()), float(floor))
 
 

@@ -85,3 +85,33 @@ def test_healthy_oxygen_matches_spencer_2014(natural_history):
         assert h["o2_max_mmHg"][0] < 32.0
         assert 7.0 <= h["o2_p05_mmHg"][0] <= 13.0
         assert h["o2_endosteal_mean_mmHg"][0] > h["o2_central_mean_mmHg"][0]
+
+
+def test_hscs_sit_near_sinusoids_acar_2015(natural_history):
+    """Acar 2015: ~85% of HSCs lie within 10 um of a sinusoid. A lodged HSC sits on its slot, so
+    the share of slot-held HSCs on perivascular slots, averaged over the run, lies in [0.7, 0.95]."""
+    for h in natural_history:
+        pv, en = h["niche_perivascular_hsc"], h["niche_endosteal_hsc"]
+        held = pv + en
+        share = float(np.sum(pv) / np.sum(held))
+        assert np.all(held > 0)
+        assert 0.7 <= share <= 0.95, share
+
+
+def _lsc_frequency_at_takeover(h):
+    """LSCs among leukemic cells (LSC / (LSC + blast)) on the first day leukemic cells exceed 80%."""
+    t = _first_day(h, "leukemic_fraction", lambda v: v > 0.8)
+    i = int(np.searchsorted(np.asarray(h["time_h"]) / 24.0, t))
+    return float(h["count_lsc"][i] / (h["count_lsc"][i] + h["count_blast"][i]))
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "model LSCs are about 1% of leukemic cells at takeover with the niche mechanisms off (seed 1: "
+    "0.012) and at most that with them on (docs/model.md 9.8): blasts divide without limit at twice "
+    "the LSC rate, so the cell-cycle parameters, not the niche mechanisms, set this number"))
+def test_lsc_frequency_among_leukemic_cells(natural_history):
+    """MLL-AF9: leukemia-initiating cells are frequent, about 1 in 4-6 leukemic bone-marrow cells by
+    limiting-dilution transplantation (Somervaille & Cleary 2006; Krivtsov 2006; UNVERIFIED
+    figure, docs/model.md 9.8). Asserted loosely: between 1 in 12 and 1 in 2 at takeover, every seed."""
+    freqs = [_lsc_frequency_at_takeover(h) for h in natural_history]
+    assert all(1 / 12 <= f <= 0.5 for f in freqs), freqs

@@ -192,6 +192,12 @@ class Cxcl12Config(Section):
         description="Tissue half-life: N-terminal cleavage by CD26/DPP4 and MMPs inactivates CXCL12 "
         "(Christopherson 2004); order of the serum half-life; assumption, confidence low.",
     )
+    uptake_per_min: float = Field(
+        0.3, ge=0.0,
+        description="First-order receptor-mediated uptake in marrow voxels [1/min], added to the decay there: "
+        "CXCR4 internalises bound CXCL12 and ACKR3 (CXCR7) scavenges it (Naumann 2010; Boldajipour 2008). "
+        "Order-of-magnitude estimate n R k_int / (N_A Kd) for packed marrow (docs/model.md 2.10); confidence low.",
+    )
     source_level_nM: PerVesselClass = Field(
         default_factory=lambda: PerVesselClass(arteriole=10.0, sinusoid=10.0),
         description="Concentration a region made only of stroma on intact vessels of that class would reach "
