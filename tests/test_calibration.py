@@ -7,16 +7,15 @@ few niche slots make a single value noisy.
 
 from __future__ import annotations
 
-from pathlib import Path
+import multiprocessing
+import os
+from concurrent.futures import ProcessPoolExecutor
 
 import numpy as np
 import pytest
+from _calibration_runs import natural_history as _natural_history
 
-from marrow3d.config import load_config
-
-ROOT = Path(__file__).resolve().parents[1]
 SEEDS = (1, 2, 3)
-DAYS = 30  # takeover lands on days 22-25; day 30 leaves margin and keeps CI short
 
 
 def _first_day(history, name, predicate):
@@ -27,17 +26,12 @@ def _first_day(history, name, predicate):
 
 
 @pytest.fixture(scope="module")
-def natural_history(taichi_backend):
-    from marrow3d.runner import make_model
-
-    runs = []
-    for seed in SEEDS:
-        cfg = load_config(ROOT / "configs/tiny.toml", [f"run.seed={seed}", f"run.days={DAYS}"])
-        model = make_model(cfg)
-        for _ in range(int(DAYS * 24 / cfg.run.cell_step_hours)):
-            model.time_step()
-        runs.append({k: np.asarray(v) for k, v in model.history.items()})
-    return runs
+def natural_history():
+    # one process per seed, side by side; "spawn": a forked child would inherit an
+    # initialised Taichi runtime
+    workers = max(1, min(len(SEEDS), os.cpu_count() or 1))
+    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+        return list(pool.map(_natural_history, SEEDS))
 
 
 def test_leukemic_takeover_in_three_to_five_weeks(natural_history):
