@@ -437,7 +437,7 @@ def balance_totals(
 
 
 def oxygen_tables(**overrides) -> CoefficientTables:
-    """O2-like tables with the defaults of parameters.md section 7 (mmHg, um, min).
+    """O2-like tables with the defaults of docs/model.md section 7 (mmHg, um, min).
 
     D = 1.2e5 um^2/min in marrow and vessels, 0 in bone/outside; Michaelis-Menten uptake at
     full packing of 230 mmHg/min for a progenitor (5 amol/s per cell), blast x2, HSC x0.3,

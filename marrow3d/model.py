@@ -1,6 +1,6 @@
 """``MarrowModel``: the state and physics of one marrow, advanced one cell step at a time.
 
-A step of ``dt`` hours runs, in this order (model-brief sections 3-6):
+A step of ``dt`` hours runs, in this order (docs/model.md section 0):
 
 1. **PK**: plasma levels of every agent at the middle of the step (a pure function of time);
 2. **transport**: oxygen, the remodeling signal and every drug present in plasma solved to

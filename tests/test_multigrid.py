@@ -11,7 +11,7 @@ H_UM = 10.0
 
 
 def drug_tables():
-    """A cytarabine-like linear field (parameters.md 7): weak decay, uptake, leaky sinusoids."""
+    """A cytarabine-like linear field (docs/model.md section 7): weak decay, uptake, leaky sinusoids."""
     return R.CoefficientTables(
         diffusivity_by_tissue=[1.2e4, 0, 1.2e4, 1.2e4, 1.2e4, 0],
         decay_by_tissue=[0.005] * 6,

@@ -1,4 +1,4 @@
-"""Transport solver against analytic solutions (parameters.md section 6) and their convergence.
+"""Transport solver against analytic solutions (docs/model.md section 2) and their convergence.
 
 Boundary placement matters for the observed order. A Dirichlet wall is imposed through one
 layer of "vessel" voxels with a huge exchange rate E (u -> u_blood there): the wall then sits
@@ -51,7 +51,7 @@ def observed_order(hs, errs):
 
 
 def test_slab_with_decay_worked_numbers():
-    """parameters.md 6b: L = H = 100 um gives C(50)/C0 = 0.7308 and C(100)/C0 = 0.6481."""
+    """Worked case: L = H = 100 um gives C(50)/C0 = 0.7308 and C(100)/C0 = 0.6481."""
     H = L = 100.0
     C = lambda x: np.cosh((H - x) / L) / np.cosh(H / L)  # noqa: E731
     assert C(50.0) == pytest.approx(0.7308, abs=1e-4)
@@ -106,7 +106,7 @@ def test_cosine_mode_second_order(taichi_backend):
 def test_zero_order_slab(taichi_backend):
     """Zero-order uptake (Michaelis-Menten with km << u): P = P0 + (A/2)(x^2 - 2 H x).
 
-    parameters.md 6b worked case (A = 3.85e-3 mmHg/um^2, P0 = 20 mmHg; H_max = 102 um) with
+    Worked case (A = 3.85e-3 mmHg/um^2, P0 = 20 mmHg; H_max = 102 um) with
     H = 80 um so that P > 0 throughout. A quadratic is reproduced exactly by the cell-centred
     scheme, so what remains is the km and wall-layer error.
     """
@@ -130,7 +130,7 @@ def test_michaelis_menten_slab_is_monotone_and_nonnegative(taichi_backend):
 
 
 def test_dirichlet_sphere_with_decay(taichi_backend):
-    """parameters.md 6c: sphere of radius a held at C0 with decay: C = C0 (a/r) e^{-(r-a)/L}.
+    """Sphere of radius a held at C0 with decay: C = C0 (a/r) e^{-(r-a)/L}.
 
     One octant: the sphere's centre sits on the domain corner and the no-flux walls act as
     symmetry planes. Voxels whose centre lies inside the sphere form the Dirichlet layer
