@@ -69,8 +69,10 @@ def _assert_same_file(a: Path, b: Path, skip_attrs: set[str]) -> None:
 #: Attributes allowed to differ: when the file was made and by which command (run, or resume)
 #: legitimately differ, and so does a checkpoint's checksum record, which covers them:
 #: _assert_same_record compares it without them.
-_RUN_SKIP = {"/meta@created", "/meta@command_line", "/meta@integrity", "/meta@integrity_sha256"}
-_CKPT_SKIP = {"/meta@created", "/meta@command_line", "/meta@integrity", "/meta@integrity_sha256"}
+# provenance, not results: when and how each file was written, and from which commit (a
+# commit made while the suite runs must not fail it)
+_RUN_SKIP = {"/meta@created", "/meta@command_line", "/meta@integrity", "/meta@integrity_sha256", "/meta@git_commit"}
+_CKPT_SKIP = {"/meta@created", "/meta@command_line", "/meta@integrity", "/meta@integrity_sha256", "/meta@git_commit"}
 
 
 def _assert_same_record(a: Path, b: Path) -> None:
