@@ -2,8 +2,8 @@
 
 Per voxel the lattice stores the cell type (``codes.EMPTY/HSC/PROGENITOR/LSC/BLAST``), flags
 (``LODGED``: holds the niche slot it sits on; ``MOBILIZED``: released from a niche and not yet
-able to lodge again) and a progenitor generation counter. One :meth:`CellLattice.step` of dt
-hours runs four phases, each a pass over the grid:
+able to lodge again) and a generation counter (progenitors; blasts too with blast maturation
+on). One :meth:`CellLattice.step` of dt hours runs four phases, each a pass over the grid:
 
 1. **niches** - each niche slot's quality is the largest integrity of a supporting vessel among
    its face neighbours (arterioles for endosteal slots, sinusoid-class vessels for perivascular
@@ -370,6 +370,7 @@ class CellLattice:
 
         base = tarr[TP["division_rate_per_hour"]]
         death = tarr[TP["death_rate_per_hour"]] + tarr[TP["severe_hypoxia_death_rate_per_hour"]]
+        death[BLAST] += sarr[SP["postmitotic_blast_death_rate_per_hour"]]  # 0 when maturation is off
         drug = sarr[SP["cytarabine_kmax_per_hour"]] + sarr[SP["daunorubicin_kmax_per_hour"]]
         mult = np.maximum(tarr[TP["lodged_division_multiplier"]], 1.0)
         out = np.stack([bound(base), bound(base * mult), bound(death), bound(death + drug)])
@@ -444,7 +445,15 @@ class CellLattice:
             ti.static(SP["progenitor_max_generation"])
         ]:
             r = 0.0
+        if self._postmitotic_blast(c, gen):
+            r = 0.0
         return r
+
+    @ti.func
+    def _postmitotic_blast(self, c, gen):
+        """True for a blast that has made its last division (only with blast maturation on:
+        off, a blast's generation stays 0 and the limit is 255)."""
+        return c == BLAST and ti.cast(gen, ti.f32) >= self.sparams[ti.static(SP["blast_max_generation"])]
 
     @ti.func
     def _hif(self, p):
@@ -600,6 +609,8 @@ class CellLattice:
                     if p_o2 < self.sparams[ti.static(SP["severe_hypoxia_threshold_mmHg"])]:
                         r_hyp = self.tparams[ti.static(TP["severe_hypoxia_death_rate_per_hour"]), c]
                     r_tot = self.tparams[ti.static(TP["death_rate_per_hour"]), c] + r_hyp + r_drug
+                    if self._postmitotic_blast(c, self.generation[I]):
+                        r_tot += self.sparams[ti.static(SP["postmitotic_blast_death_rate_per_hour"])]
                     p_die = event_probability(r_tot, dt)
                 if u[0] < p_die:
                     # One uniform decides death and its cause: [0, p*r_drug/r) is drug,
@@ -760,7 +771,11 @@ class CellLattice:
                         self._count(ti.static(COUNTER_ROW["displaced"]), victim)
                     self._count(ti.static(COUNTER_ROW["divisions"]), mother)
                     g = 0
-                    if mother == PROGENITOR:
+                    # Transit amplification: both progenitor cells, and both blasts when blast
+                    # maturation is on, move one generation up (a blast made by an LSC is at 0).
+                    if mother == PROGENITOR or (
+                        mother == BLAST and self.sparams[ti.static(SP["blast_maturation_enabled"])] != 0.0
+                    ):
                         g = ti.min(ti.cast(self.generation[I], ti.i32) + 1, 255)
                         self.generation[I] = ti.cast(g, ti.u8)
                     self.cells[T] = ti.cast(daughter, ti.u8)

@@ -65,6 +65,9 @@ SCALAR_PARAMS = {
     "stem_walk_rate_per_hour": "random-walk hop rate of free stem cells",
     "blast_walk_rate_per_hour": "random-walk hop rate of blasts",
     "blast_egress_rate_per_hour": "egress rate to blood of blasts next to a sinusoid",
+    "blast_maturation_enabled": "1: blasts have a finite number of divisions, 0: unlimited",
+    "blast_max_generation": "generation at which a blast stops dividing (post-mitotic), when enabled",
+    "postmitotic_blast_death_rate_per_hour": "extra death rate of a post-mitotic blast",
     "niche_conditioning_enabled": "1: leukemia-conditioned niche slots are on, 0: off",
     "conditioning_hours": "hours a slot held by a lodged LSC takes to become conditioned",
     "deconditioning_hours": "hours without a lodged LSC after which a conditioned slot is normal again",
@@ -132,12 +135,15 @@ def pack_params(params: Mapping[str, object]) -> tuple[np.ndarray, np.ndarray]:
         raise ValueError("hypoxia_division_sensitivity must be in [0, 1]")
     if sarr[SP["hif_p50_mmHg"]] <= 0.0 or sarr[SP["hif_hill"]] <= 0.0:
         raise ValueError("hif_p50_mmHg and hif_hill must be > 0")
-    if sarr[SP["niche_conditioning_enabled"]] not in (0.0, 1.0):
-        raise ValueError("niche_conditioning_enabled must be 0 or 1")
+    for flag in ("niche_conditioning_enabled", "blast_maturation_enabled"):
+        if sarr[SP[flag]] not in (0.0, 1.0):
+            raise ValueError(f"{flag} must be 0 or 1")
     if sarr[SP["conditioning_hours"]] <= 0.0 or sarr[SP["deconditioning_hours"]] <= 0.0:
         raise ValueError("conditioning_hours and deconditioning_hours must be > 0")
     if not 1.0 <= sarr[SP["progenitor_max_generation"]] <= 254.0:
         raise ValueError("progenitor_max_generation must be in [1, 254] (uint8 generation)")
+    if not 1.0 <= sarr[SP["blast_max_generation"]] <= 255.0:
+        raise ValueError("blast_max_generation must be in [1, 255] (uint8 generation)")
     return tarr, sarr
 
 

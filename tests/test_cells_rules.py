@@ -41,6 +41,7 @@ def null_params(**changes):
         "cytarabine_ec50_uM",
         "daunorubicin_ec50_uM",
         "progenitor_max_generation",
+        "blast_max_generation",  # 255 (blast maturation off) unless a test sets it
         "mature_exit_far_factor",
         "severe_hypoxia_threshold_mmHg",
         "lsc_free_self_renewal_factor",  # 1: stemness independent of the niche
@@ -234,6 +235,69 @@ def test_division_only_into_empty_voxels(env, rng):
         # stem daughters on a working slot lodge
         on_slot = new & (niche != 0)
         assert (f1[on_slot] & LODGED).all()
+
+
+@pytest.mark.parametrize("maturation", [False, True])
+def test_blast_generations_and_postmitotic_arrest(env, maturation):
+    """Blast maturation on: a dividing blast of generation g leaves mother and daughter at g + 1
+    and a blast at the limit never divides; off: blast generations stay 0 whatever happens."""
+    r, limit = 0.5, 2
+    params = null_params(division_rate_per_hour={"blast": r}, blast_maturation_enabled=float(maturation),
+                         blast_max_generation=float(limit) if maturation else 255.0)
+    cells = np.zeros(SHAPE, np.uint8)
+    cells[::3, ::3, ::3] = B  # isolated mothers: every draw that divides finds room
+    gen0 = np.zeros(SHAPE, np.uint8)
+    if maturation:
+        gen0[::3, ::3, ::3] = (np.arange(cells[::3, ::3, ::3].size) % 3).reshape(cells[::3, ::3, ::3].shape)
+    setup(env, params=params, cells=cells, generation=gen0)
+    step(env)
+    c1, _, g1 = state(env)
+    moms = cells == B
+    daughters = (cells == E) & (c1 == B)
+    assert (c1[moms] == B).all()
+    if not maturation:
+        assert (g1 == 0).all() and daughters.sum() > 0
+        return
+    divided = moms & (g1 != gen0)
+    assert (g1[divided] == gen0[divided] + 1).all()
+    assert not divided[moms & (gen0 >= limit)].any()  # post-mitotic: never divides
+    assert int(divided.sum()) == int(daughters.sum()) == metrics(env)["divisions_blast"]
+    # each daughter carries its mother's new generation: the multiset of generations matches
+    assert sorted(g1[daughters].tolist()) == sorted(g1[divided].tolist())
+    young = moms & (gen0 < limit)
+    assert within_binomial(int(divided.sum()), int(young.sum()), event_probability_np(r, 1.0))
+
+
+def test_postmitotic_blasts_die_faster_and_escape_cycle_drugs(env):
+    """A post-mitotic blast dies at base + post-mitotic rate and, not cycling, is not killed by
+    cytarabine; a cycling blast dies at base + drug rate. One long step: every death is drawn
+    on the initial cells (divisions into the freed voxels come after, with new generations)."""
+    base, extra, r_div, kmax, conc, dt, limit = 0.002, 0.02, 0.05, 0.1, 0.3, 20.0, 3
+    params = null_params(
+        death_rate_per_hour={"blast": base}, division_rate_per_hour={"blast": r_div},
+        cytarabine_kmax_per_hour=kmax, blast_maturation_enabled=1.0, blast_max_generation=float(limit),
+        postmitotic_blast_death_rate_per_hour=extra,
+    )
+    cells = np.full(SHAPE, B, np.uint8)
+    gen = np.zeros(SHAPE, np.uint8)
+    gen[10:] = limit
+    setup(env, params=params, cells=cells, generation=gen, ara=conc)
+    step(env, drugs=True, dt_hours=dt)
+    c, _, g = state(env)
+    k = float(drug_kill_rate_np(
+        r_div, conc, 0.0, params["s_phase_hours"], params["cycle_hours"], kmax,
+        params["cytarabine_ec50_uM"], 0.0, params["daunorubicin_ec50_uM"]))
+    assert k == pytest.approx(kmax * conc / (conc + params["cytarabine_ec50_uM"]) * 0.6)
+    n = cells[10:].size
+    m = metrics(env)
+    # post-mitotic blasts never divide, so those alive with their generation are the survivors
+    died_post = n - int(((c[10:] == B) & (g[10:] == limit)).sum())
+    died_cycling = m["died_blast"] - died_post
+    assert within_binomial(died_post, n, 1 - np.exp(-(base + extra) * dt)), died_post
+    assert within_binomial(died_cycling, n, 1 - np.exp(-(base + k) * dt)), died_cycling
+    p_drug = (1 - np.exp(-(base + k) * dt)) * k / (base + k)  # drug deaths, cycling cells only
+    assert within_binomial(m["killed_drug_blast"], n, p_drug), m["killed_drug_blast"]
+    assert m["divisions_blast"] > 0  # the cycling half divides into the freed voxels
 
 
 def test_blasts_displace_progenitors_never_the_reverse(env, rng):
@@ -617,7 +681,8 @@ def test_cells_config_validation():
         CellsConfig.model_validate({"division": {"hsc_rate_per_dya": 0.1}})
     with pytest.raises(ValidationError):
         CellsConfig.model_validate({"niche": {"release_rate_per_day": -1}})
-    for section in (cfg, cfg.division, cfg.fate, cfg.drugs, cfg.niche, cfg.egress, cfg.initial):
+    for section in (cfg, cfg.division, cfg.fate, cfg.drugs, cfg.niche, cfg.egress, cfg.initial,
+                    cfg.blast_maturation):
         for name, field in type(section).model_fields.items():
             assert field.description, f"{type(section).__name__}.{name} has no description"
 

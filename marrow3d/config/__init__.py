@@ -66,6 +66,14 @@ class SimulationConfig(Section):
             raise ValueError(
                 "transport.oxygen.severe_hypoxic_mmHg must be below transport.oxygen.hypoxic_mmHg"
             )
+        # the step count first: an absurd step length is the error to name, not its consequences
+        steps = self.n_cell_steps
+        if steps > MAX_CELL_STEPS:
+            raise ValueError(
+                f"run.days = {self.run.days:g} with run.cell_step_hours = {self.run.cell_step_hours:g} "
+                f"means {steps:,} cell steps, more than the {MAX_CELL_STEPS:,} one run may take; "
+                "lengthen run.cell_step_hours or shorten run.days"
+            )
         nc = self.cells.niche_conditioning
         if nc.enabled:
             from .niche_mechanisms import TIMER_MAX_STEPS
@@ -83,13 +91,6 @@ class SimulationConfig(Section):
                     "cells.niche_conditioning.conditioned_integrity_floor must not exceed "
                     "vessels.integrity_floor (a conditioned slot works down to a lower integrity)"
                 )
-        steps = self.n_cell_steps
-        if steps > MAX_CELL_STEPS:
-            raise ValueError(
-                f"run.days = {self.run.days:g} with run.cell_step_hours = {self.run.cell_step_hours:g} "
-                f"means {steps:,} cell steps, more than the {MAX_CELL_STEPS:,} one run may take; "
-                "lengthen run.cell_step_hours or shorten run.days"
-            )
         return self
 
     @property

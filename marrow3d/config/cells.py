@@ -5,13 +5,16 @@ them to the per-hour table the kernels read (``marrow3d.kernels.cells_params``).
 by author and year (docs/model.md lists them); *assumption* marks our own choices.
 
 Calibration of the defaults (the values marked *calibrated*), made in the integrated model
-with its solved O2 field (tests/test_calibration.py, docs/model.md section 9): blasts divide
-every 40 h (human median 48 h, Raza 1991; the mouse MLL-AF9 leukemia is faster), a crowded leukemic
-daughter displaces a neighbouring progenitor, and blasts and free stem cells hop (swapping with
-progenitors) so a clone spreads instead of growing only at its surface. LSCs cycle at 50% of
-the blast rate and self-renew with probability 0.75, so the LSC pool expands and competes for
-niche slots. From 4 LSCs in the 32^3 test box, leukemic cells pass 80% of marrow cells on days
-22-25 (seeds 1-3), inside the MLL-AF9 window of 3-5 weeks (recipients moribund by week 4, Blood 2013, 122:2888).
+with its solved O2 field and CXCL12 field (tests/test_calibration.py, docs/model.md section 9):
+blasts divide every 40 h (human median 48 h, Raza 1991; the mouse MLL-AF9 leukemia is faster)
+but only six times after they leave the LSC (``[cells.blast_maturation]``), then die within
+about a day; LSCs cycle at the blast rate and self-renew with probability 0.75 on a niche (x 0.9
+off one, which may also differentiate), so the LSC pool carries the leukemia, about 1 in 4
+leukemic cells. A crowded leukemic daughter displaces a neighbouring progenitor, and blasts and
+free stem cells hop (swapping with progenitors) so a clone spreads instead of growing only at
+its surface. From 4 LSCs in the 32^3 test box, leukemic cells pass 80% of marrow cells on days
+23-28 (seeds 1-3), inside the MLL-AF9 window of 3-5 weeks (recipients moribund by week 4, Blood
+2013, 122:2888).
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from __future__ import annotations
 from pydantic import Field, model_validator
 
 from .base import Section
+from .blast_maturation import BlastMaturationConfig
 from .niche_mechanisms import NicheConditioningConfig, NicheDependenceConfig
 from .transport import PerCellType
 
@@ -55,11 +59,12 @@ class DivisionConfig(Section):
         "calibrated to 40 h so a few LSCs take over a mouse marrow in 3-5 weeks (MLL-AF9, PMC3799001).",
     )
     lsc_fraction_of_blast_rate: float = Field(
-        0.5,
+        1.0,
         ge=0.0,
         le=1.0,
         description="LSC division rate as a fraction of the blast rate: 10-25% in human AML (assumption; LSCs "
-        "mostly quiescent, Jordan & Guzman 2004); calibrated to 50% for the mouse MLL-AF9 time course (its LSCs are frequent and cycling, Krivtsov 2006).",
+        "mostly quiescent, Jordan & Guzman 2004); calibrated to 100% for the mouse MLL-AF9 time course, which "
+        "with blast maturation on is carried by the LSCs (MLL-AF9 LSCs are GMP-like, frequent and cycling, Krivtsov 2006).",
     )
     s_phase_hours: float = Field(
         12.0, gt=0.0, le=1000.0, description="S-phase duration Ts, median 12 h (Raza 1991)."
@@ -264,12 +269,16 @@ class CellsConfig(Section):
         default_factory=NicheDynamicsConfig, description="Niche release, re-adhesion, walk."
     )
     egress: EgressConfig = Field(default_factory=EgressConfig, description="Exit through sinusoids.")
+    blast_maturation: BlastMaturationConfig = Field(
+        default_factory=BlastMaturationConfig,
+        description="Finite blast proliferative lifetime (switch, on by default).",
+    )
     niche_dependence: NicheDependenceConfig = Field(
-        default_factory=NicheDependenceConfig, description="Niche-dependent LSC stemness (switch, off by default)."
+        default_factory=NicheDependenceConfig, description="Niche-dependent LSC stemness (switch, on by default)."
     )
     niche_conditioning: NicheConditioningConfig = Field(
         default_factory=NicheConditioningConfig,
-        description="Leukemia-conditioned niche slots (switch, off by default).",
+        description="Leukemia-conditioned niche slots (switch, on by default).",
     )
     initial: InitialCellsConfig = Field(
         default_factory=InitialCellsConfig, description="Initial populations."
@@ -282,6 +291,7 @@ class CellsConfig(Section):
         blast_per_h = 1.0 / dv.blast_cycle_time_hours
         free_factor, free_diff = self.niche_dependence.kernel_values()
         nc = self.niche_conditioning
+        bm_on, bm_gen, bm_death = self.blast_maturation.kernel_values()
         per_type = lambda p: {"hsc": p.hsc, "progenitor": p.progenitor, "lsc": p.lsc, "blast": p.blast}  # noqa: E731
         return {
             "death_rate_per_hour": {k: v / day for k, v in per_type(self.death_rate_per_day).items()},
@@ -332,6 +342,9 @@ class CellsConfig(Section):
             "stem_walk_rate_per_hour": ni.walk_rate_per_hour,
             "blast_walk_rate_per_hour": ni.blast_walk_rate_per_hour,
             "blast_egress_rate_per_hour": eg.blast_blood_egress_rate_per_day / day,
+            "blast_maturation_enabled": bm_on,
+            "blast_max_generation": bm_gen,
+            "postmitotic_blast_death_rate_per_hour": bm_death,
             "niche_conditioning_enabled": 1.0 if nc.enabled else 0.0,
             "conditioning_hours": nc.conditioning_hours,
             "deconditioning_hours": nc.deconditioning_hours,

@@ -20,8 +20,8 @@ doi:10.1016/j.stem.2014.06.020; Duarte 2018, Cell Stem Cell 22:64,
 doi:10.1016/j.stem.2017.11.006). None of them measures a conditioning or recovery time per
 niche: both times and the floor are assumptions (confidence L), see docs/model.md 4.8.
 
-Both are off by default: the defaults elsewhere are calibrated without them (issue 17 point 4
-recalibrates and switches them on). Off, the model is bit for bit what it was.
+Both are on by default, with the CXCL12 field and blast maturation (docs/model.md 9.8 gives the
+recalibration). Off, the model is bit for bit what it was before they existed.
 """
 
 from __future__ import annotations
@@ -40,24 +40,26 @@ class NicheDependenceConfig(Section):
     """``[cells.niche_dependence]``: LSC stemness that depends on being lodged."""
 
     enabled: bool = Field(
-        False,
+        True,
         description="Switch niche-dependent LSC stemness on (off: a free LSC renews as a lodged one; "
         "the two keys below are then not used).",
     )
     free_self_renewal_factor: float = Field(
-        0.6,
+        0.9,
         ge=0.0,
         le=1.0,
         description="Multiplier of cells.fate.lsc_self_renewal_probability for an LSC off a niche "
-        "(niche-competition models, Zhu & Stiehl 2024; value an assumption, to be recalibrated).",
+        "(niche-competition models, Zhu & Stiehl 2024; value an assumption, calibrated with the other "
+        "niche mechanisms and blast maturation on, docs/model.md 9.8).",
     )
     free_differentiation_probability: float = Field(
-        1.0,
+        0.25,
         ge=0.0,
         le=1.0,
         description="P(an LSC off a niche whose daughter is a blast turns into a blast as well: "
-        "LSC -> blast + blast); with the factor 0.6 the free LSC pool shrinks by 0.1 LSC per "
-        "division (assumption; Boyd 2014: niche-deprived L-ICs lose renewal).",
+        "LSC -> blast + blast); with the factor 0.9 a free LSC division gains 0.59 LSC on average "
+        "against 0.75 for a lodged one (assumption, calibrated; Boyd 2014: niche-deprived "
+        "L-ICs lose renewal).",
     )
 
     def kernel_values(self) -> tuple[float, float]:
@@ -72,7 +74,7 @@ class NicheConditioningConfig(Section):
     """``[cells.niche_conditioning]``: niche slots remodelled by the LSCs that hold them."""
 
     enabled: bool = Field(
-        False, description="Switch leukemia-conditioned niche slots on (off: no slot is ever conditioned)."
+        True, description="Switch leukemia-conditioned niche slots on (off: no slot is ever conditioned)."
     )
     conditioning_hours: float = Field(
         168.0,

@@ -180,7 +180,8 @@ class Cxcl12Config(Section):
     default: the integrator turns it on after the recalibration of issue 17.
     """
 
-    enabled: bool = Field(False, description="Solve the CXCL12 field and bias the walk of free stem cells up it.")
+    enabled: bool = Field(True, description="Solve the CXCL12 field and bias the walk of free stem cells up it "
+                          "(on by default since the recalibration of docs/model.md 9.8).")
     diffusivity_um2_per_min: float = Field(
         3.0e3, gt=0.0,
         description="Effective tissue diffusivity (50 um^2/s): Stokes-Einstein ~190 um^2/s for an 8 kDa protein "
