@@ -107,6 +107,8 @@ def run_steps(n: int, steps: int, seed: int = 1) -> dict:
         "generation": st["generation"],
         "tissue": model.tissue.to_numpy(),
     }
+    if "cxcl12" in model.fields:  # on by default: the chemotaxis field is cross-checked too
+        out["cxcl12"] = model.fields["cxcl12"].to_numpy()
     for k, v in model.metrics.history_arrays().items():
         out[f"history/{k}"] = v
     return out
@@ -225,7 +227,9 @@ def reduction_check(n: int) -> dict:
 def compare_states(dev: dict, ref: dict) -> dict:
     """Field and cell-state agreement of two runs (see the module docstring)."""
     out: dict = {"fields": {}, "ok": True}
-    for name in ("oxygen", "signal", "integrity"):
+    for name in ("oxygen", "signal", "integrity", "cxcl12"):
+        if name not in dev and name not in ref:
+            continue  # cxcl12: only when transport.cxcl12 is on in both runs
         a = dev[name].astype(np.float64)
         b = ref[name].astype(np.float64)
         scale = max(float(np.abs(b).max()), 1e-30)

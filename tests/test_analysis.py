@@ -77,7 +77,7 @@ def test_open_run_equals_raw_hdf5(dosed, which):
         assert list(run.snapshot_times_h) == [0.0, 8.0, 16.0, 24.0]
         for k in range(run.n_snapshots):
             fields = run.fields(k)
-            assert sorted(fields) == ["cytarabine", "oxygen", "signal"]
+            assert sorted(fields) == ["cytarabine", "oxygen", "signal"]  # cxcl12 is not a default snapshot field
             for name, arr in fields.items():
                 assert np.array_equal(arr, h5["snapshots"][name][k]), (k, name)
             assert np.array_equal(run.cells(k), h5["snapshots/cells"][k])
@@ -110,7 +110,7 @@ def test_open_checkpoint_equals_raw_hdf5(dosed, run):
         st = h5["state/model"]
         for name, arr in ck.fields().items():
             assert np.array_equal(arr, st["fields"][name][()]), name
-        assert sorted(ck.fields()) == ["cytarabine", "oxygen", "signal"]
+        assert sorted(ck.fields()) == ["cxcl12", "cytarabine", "oxygen", "signal"]  # CXCL12 on by default
         assert np.array_equal(ck.cells(), st["cells/cells"][()])
         assert np.array_equal(ck.lodged(), (st["cells/flags"][()] & LODGED).astype(np.uint8))
         assert np.array_equal(ck.integrity(), st["vessel_integrity"][()])
@@ -163,8 +163,10 @@ def test_to_pyvista(run):
         assert isinstance(grid, pv.ImageData)
         assert grid.dimensions == (nx + 1, ny + 1, nz + 1) and grid.n_cells == nz * ny * nx
         assert grid.spacing == (v, v, v)
+        # the final state also holds what the default snapshots leave out (CXCL12, conditioned slots)
+        final = {"cxcl12", "niche_conditioned"} if step == -1 else set()
         assert set(grid.cell_data.keys()) == {"tissue", "niche", "cells", "lodged", "integrity", "oxygen",
-                                              "signal", "cytarabine"}
+                                              "signal", "cytarabine"} | final
         assert np.array_equal(grid.cell_data["oxygen"], run.fields(step)["oxygen"].ravel())
         assert grid.field_data["time_h"][0] == run.step_time_h(step)
     # x fastest: cell (z, y, x) = (1, 2, 3) sits at origin_um + (1, 2, 3) voxels, as (x, y, z)

@@ -40,7 +40,7 @@ def tiny_model(taichi_backend):
 
 
 def test_undosed_drugs_have_no_field(tiny_model):
-    assert set(tiny_model.fields) == {"oxygen", "signal"}
+    assert set(tiny_model.fields) == {"oxygen", "signal", "cxcl12"}  # CXCL12 is on by default
 
 
 def test_step_advances_clock_and_history(tiny_model):
@@ -140,7 +140,7 @@ def test_profiled_steps_report_every_phase(tiny_model, tmp_path):
     assert summary == json.loads(json.dumps(result.profile))
     assert summary["steps"]["profiled"] == 2 and summary["steps"]["output"] == 1
     phases = list(summary["phases"])
-    assert phases[:4] == ["pk", "solve:oxygen", "solve:signal", "cells"]
+    assert phases[:5] == ["pk", "solve:oxygen", "solve:signal", "solve:cxcl12", "cells"]
     assert {"vessels", "readouts", "finite", "output", "other"} <= set(phases)
     per_step = summary["per_step"]
     assert per_step["launches"] == sum(p["launches"] for p in summary["phases"].values())

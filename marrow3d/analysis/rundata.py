@@ -39,10 +39,11 @@ DRUG_NAMES = ("cytarabine", "daunorubicin")
 #: The lodged bit of ``/state/model/cells/flags`` in checkpoints (``kernels/cells_metrics.LODGED``).
 LODGED_FLAG = 1
 #: Per-voxel arrays other than the fields: name -> path under ``/state`` of run.h5.
-_LATTICE_STATE = {"cells": "cells", "lodged": "lodged", "integrity": "vessel_integrity"}
+_LATTICE_STATE = {"cells": "cells", "lodged": "lodged", "integrity": "vessel_integrity",
+                  "niche_conditioned": "niche_conditioned"}  # the last only with cells.niche_conditioning on
 #: Units of the per-voxel arrays as docs/file-format.md states them (used where a file's
 #: datasets carry no ``units`` attribute: checkpoints, and tissue/niche everywhere).
-ARRAY_UNITS = {"tissue": "code", "niche": "code", "cells": "code", "lodged": "flag", "integrity": "1",
+ARRAY_UNITS = {"tissue": "code", "niche": "code", "cells": "code", "lodged": "flag", "integrity": "1", "niche_conditioned": "flag",
                "oxygen": "mmHg", "signal": "su", "cytarabine": "uM", "daunorubicin": "uM", "cxcl12": "nM"}
 
 
@@ -412,7 +413,8 @@ class RunData:
     def _state_path(self, name: str) -> str | None:
         if self.kind == "checkpoint":
             path = {"cells": "state/model/cells/cells", "lodged": "state/model/cells/flags",
-                    "integrity": "state/model/vessel_integrity"}.get(name, f"state/model/fields/{name}")
+                    "integrity": "state/model/vessel_integrity",
+                    "niche_conditioned": "state/model/cells/niche_conditioned"}.get(name, f"state/model/fields/{name}")
         else:
             path = "state/" + _LATTICE_STATE.get(name, f"fields/{name}")
         return path if path in self._h5 else None

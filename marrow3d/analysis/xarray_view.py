@@ -33,6 +33,7 @@ VARIABLE_ATTRS = {
     "cells": ("cell type", "0 empty, 1 HSC, 2 progenitor, 3 LSC, 4 blast"),
     "lodged": ("lodged stem cell", "1 where a stem cell holds the niche slot it sits on"),
     "integrity": ("vessel integrity", "1 intact, 0 lost; 0 off vessels"),
+    "niche_conditioned": ("leukemia-conditioned niche slot", "1 where a niche slot is leukemia-conditioned"),
     "tissue": ("tissue label", ""),
     "niche": ("niche slot kind", ""),
 }

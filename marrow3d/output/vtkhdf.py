@@ -48,6 +48,7 @@ ARRAY_DESCRIPTIONS = {
     "cells": "cell per voxel: 0 empty, 1 HSC, 2 progenitor, 3 LSC, 4 blast",
     "lodged": "1 where a stem cell holds the niche slot it sits on",
     "integrity": "vessel integrity (1 intact, 0 lost; 0 off vessels)",
+    "niche_conditioned": "1 where a niche slot is leukemia-conditioned",
     "oxygen": "O2 partial pressure",
     "signal": "remodeling signal secreted by leukemic cells (signal units)",
     "cytarabine": "cytarabine concentration in tissue",
