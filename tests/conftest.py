@@ -48,3 +48,7 @@ def rng():
     import numpy as np
 
     return np.random.default_rng(20261126)
+
+
+# Tiny runs shared across modules (made once per session, read only): see tests/_runs.py.
+from _runs import dosed_run, quick_run  # noqa: E402,F401

@@ -18,18 +18,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from _dosed_run import DOSED, TINY
-
 
 @pytest.fixture(scope="module")
-def dosed(tmp_path_factory, taichi_backend):
-    from marrow3d.config import load_config
-    from marrow3d.runner import run_simulation
-
-    cfg = load_config(TINY, DOSED)
-    out = tmp_path_factory.mktemp("analysis") / "run"
-    run_simulation(cfg, out, progress=False)
-    return out, cfg
+def dosed(dosed_run):
+    """(run directory, config) of the session's dosed run (tests/_runs.py; read only)."""
+    return dosed_run
 
 
 @pytest.fixture

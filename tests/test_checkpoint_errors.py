@@ -1,8 +1,11 @@
 """Damaged checkpoints give a CheckpointError naming the file and the problem; NaN stops a run.
 
-Every damaged file is made from one real checkpoint of a 2-step run. Through the CLI each gives
-exit status 2 and exactly one line on stderr (the real console script, in subprocesses run in
-parallel). A NaN injected into the oxygen field stops the run with ``diagnostic.h5``.
+Every damaged file is made from one real checkpoint, that of the session's 4-step
+``quick_run`` (tests/_runs.py). ``load_checkpoint`` of each names the file and the problem;
+``info`` and ``export`` of the unreadable ones give exit status 2 and one line, and so does the
+real console script (subprocesses run in parallel). ``marrow3d resume`` of each damaged
+checkpoint is tests/test_faults.py's (its CHECKPOINT_DAMAGE holds every case below, with these
+words). A NaN injected into the oxygen field stops the run with ``diagnostic.h5``.
 """
 
 from __future__ import annotations
@@ -19,18 +22,12 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ROOT / "configs" / "tiny.toml"
 CLI = [sys.executable, "-m", "marrow3d"]
-SHORT = ["run.cell_step_hours=6.0", "run.days=0.5", "output.checkpoint_every_wall_seconds=1000000.0"]
 
 
 @pytest.fixture(scope="module")
-def good_checkpoint(tmp_path_factory, taichi_backend) -> Path:
-    """A real checkpoint (2 steps of configs/tiny.toml)."""
-    from marrow3d.config import load_config
-    from marrow3d.runner import run_simulation
-
-    out = tmp_path_factory.mktemp("ckpt") / "run"
-    run_simulation(load_config(TINY, SHORT), out, progress=False)
-    path = out / "checkpoint.h5"
+def good_checkpoint(quick_run) -> Path:
+    """A real checkpoint (step 4 of configs/tiny.toml with 3-h steps; read only)."""
+    path = quick_run / "checkpoint.h5"
     assert path.exists()
     return path
 
@@ -97,6 +94,23 @@ CASES = {
 }
 
 
+#: case -> its twin in test_faults.CHECKPOINT_DAMAGE, which `marrow3d resume` is refused with.
+RESUMED_IN_TEST_FAULTS = {
+    "truncated": "truncated_half", "random_bytes": "random_bytes", "foreign_hdf5": "foreign_hdf5_with_data",
+    "wrong_schema_version": "schema_99", "missing_dataset": "cells_dataset_deleted",
+    "wrong_shape": "oxygen_wrong_shape", "corrupted_chunk": "oxygen_chunk_corrupted",
+}
+
+
+def test_every_case_is_resumed_through_the_cli_in_test_faults():
+    """``resume`` of each damaged checkpoint runs once, in tests/test_faults.py, with these words."""
+    from test_faults import CHECKPOINT_DAMAGE
+
+    assert sorted(RESUMED_IN_TEST_FAULTS) == sorted(CASES)
+    for case, twin in RESUMED_IN_TEST_FAULTS.items():
+        assert set(CASES[case][1]) <= set(CHECKPOINT_DAMAGE[twin][-1]), (case, twin)
+
+
 #: Cases that no reader can open (``open_run`` also refuses them).
 UNREADABLE = ("truncated", "random_bytes", "foreign_hdf5")
 
@@ -127,7 +141,7 @@ def test_good_checkpoint_loads(good_checkpoint):
     from marrow3d.output.checkpointer import load_checkpoint
 
     meta, state = load_checkpoint(good_checkpoint)
-    assert meta["kind"] == "checkpoint" and meta["iteration"] == 2
+    assert meta["kind"] == "checkpoint" and meta["iteration"] == 4
     assert state["model"]["fields"]["oxygen"].shape == tuple(state["model"]["anatomy"]["tissue"].shape)
 
 
@@ -142,18 +156,17 @@ def _one_error_line(res, *needles: str) -> str:
     return lines[0]
 
 
-def test_cli_resume_info_export_give_one_line(good_checkpoint, tmp_path, restore_logging):
-    """``resume``, ``info`` and ``export`` of every damaged file: exit 2, one line naming it."""
+def test_cli_info_export_give_one_line(good_checkpoint, tmp_path, restore_logging):
+    """``info`` and ``export`` of every unreadable file: exit 2, one line naming it. (``resume``
+    of every damaged file: tests/test_faults.py, test_resume_refuses_a_damaged_checkpoint...)"""
     from typer.testing import CliRunner
 
     from marrow3d.cli.main import app
 
-    for case in CASES:
+    for case in UNREADABLE:  # info/export read what they know of other (newer) files
         run_dir = _damaged(good_checkpoint, tmp_path, case)
         path = str(run_dir / "checkpoint.h5")
-        commands = [(["resume", str(run_dir)], [path, *CASES[case][1]])]
-        if case in UNREADABLE:  # info/export read what they know of other (newer) files
-            commands += [(["info", path], [path]), (["export", path, "--format", "csv"], [path])]
+        commands = [(["info", path], [path]), (["export", path, "--format", "csv"], [path])]
         for args, needles in commands:
             result = CliRunner().invoke(app, args)
             res = subprocess.CompletedProcess(args, result.exit_code, result.stdout, result.stderr)

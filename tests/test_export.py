@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from _dosed_run import DOSED, TINY
+from _runs import copy_run
 
 #: Exported VTKHDF array names: units in brackets, labels plain.
 VTK_NAMES = {"tissue": "tissue", "niche": "niche", "cells": "cells", "lodged": "lodged",
@@ -24,13 +24,9 @@ VTK_NAMES = {"tissue": "tissue", "niche": "niche", "cells": "cells", "lodged": "
 
 
 @pytest.fixture(scope="module")
-def run_dir(tmp_path_factory, taichi_backend) -> Path:
-    from marrow3d.config import load_config
-    from marrow3d.runner import run_simulation
-
-    out = tmp_path_factory.mktemp("export") / "run"
-    run_simulation(load_config(TINY, DOSED), out, progress=False)
-    return out
+def run_dir(dosed_run) -> Path:
+    """The session's dosed run (tests/_runs.py; read only: exports go elsewhere)."""
+    return dosed_run[0]
 
 
 def _cli(*args):
@@ -189,7 +185,8 @@ def test_pyvista_reader_sees_the_time_series(run_dir, tmp_path):
         reader.set_active_time_point(4)
 
 
-def test_cli_export_vtkhdf_default_path(run_dir, restore_logging):
+def test_cli_export_vtkhdf_default_path(run_dir, tmp_path, restore_logging):
+    run_dir = copy_run(run_dir, tmp_path / "run")  # the default path is beside run.h5
     result = _cli("export", run_dir)
     assert result.exit_code == 0, result.output
     assert (run_dir / "run.vtkhdf").is_file() and "run.vtkhdf" in result.stdout

@@ -1,12 +1,13 @@
 """Fault injection: hostile input, damaged files, kills, a full disk, readers and second writers.
 
 Issue 16: whatever is thrown at marrow3d ends in one ``error: ...`` line (exit status 2) or a
-correct result; never a traceback, a hang or lost data. One tiny run (module fixture) is the
-material: its checkpoint and run.h5 are damaged in every way listed below, in-process. The
-process-level faults (kill -9 while a checkpoint, the first checkpoint or the final state is
-being written; a file-size limit; a reader holding run.h5 through the run's end; a second
-writer) run as real CLI subprocesses, side by side, and every interrupted run must end, once
-continued, with the /state digest of the uninterrupted run.
+correct result; never a traceback, a hang or lost data. One tiny run (the session's
+``quick_run``, tests/_runs.py) is the material: copies of its checkpoint and run.h5 are
+damaged in every way listed below, in-process. The process-level faults (kill -9 while a
+checkpoint, the first checkpoint or the final state is being written; a file-size limit; a
+reader holding run.h5 through the run's end; a second writer) run as real CLI subprocesses,
+side by side, and every interrupted run must end, once continued, with the /state digest of
+the uninterrupted run.
 
 The hostile inputs of this module, beyond the issue's own reproductions, are listed in
 :data:`CLI_CASES` (command lines and input files), :data:`CHECKPOINT_DAMAGE` and
@@ -30,11 +31,10 @@ import h5py
 import numpy as np
 import pytest
 
+from _runs import QUICK  # 4 steps of 3 h; snapshots and checkpoints every 6 h (t = 0, steps 2 and 4)
+
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ROOT / "configs" / "tiny.toml"
-#: 4 steps of 3 h; snapshots and checkpoints every 6 h (t = 0, steps 2 and 4).
-QUICK = ["run.days=0.5", "run.cell_step_hours=3.0", "output.snapshot_every_hours=6.0",
-         "output.checkpoint_every_hours=6.0", "output.checkpoint_every_wall_seconds=1000000.0"]
 CLI = [sys.executable, "-m", "marrow3d"]
 
 
@@ -81,14 +81,10 @@ def _invoke(args: list[str]):
 
 
 @pytest.fixture(scope="module")
-def good(tmp_path_factory, taichi_backend) -> Path:
-    """A finished tiny run: run.h5, checkpoint.h5 (step 4) and checkpoint_000000002.h5."""
-    from marrow3d.config import load_config
-    from marrow3d.runner import run_simulation
-
-    out = tmp_path_factory.mktemp("faults") / "good"
-    run_simulation(load_config(TINY, QUICK), out, progress=False)
-    return out
+def good(quick_run) -> Path:
+    """A finished tiny run: run.h5, checkpoint.h5 (step 4) and checkpoint_000000002.h5 (the
+    session's, tests/_runs.py: never written into; every test that damages it copies it)."""
+    return quick_run
 
 
 @pytest.fixture(scope="module")
@@ -171,6 +167,22 @@ def _first_marrow_voxel(h5, code):
     return tuple(idx)
 
 
+def _foreign_with_data(dst: Path) -> None:
+    with h5py.File(dst, "w") as h5:
+        h5.create_dataset("temperature", data=np.arange(10.0))
+        h5.attrs["producer"] = "some other simulator"
+
+
+def _invert_chunk_bytes(src: Path, dst: Path, dataset: str) -> None:
+    shutil.copyfile(src, dst)
+    with h5py.File(dst, "r") as h5:
+        info = h5[dataset].id.get_chunk_info(0)
+    data = bytearray(dst.read_bytes())
+    for i in range(info.byte_offset + 8, info.byte_offset + 24):
+        data[i] ^= 0xFF
+    dst.write_bytes(bytes(data))
+
+
 #: name -> (how to damage checkpoint.h5 (src, dst), words the error line must hold). Every one
 #: goes through `marrow3d resume`, which must refuse it and leave run.h5 and config.toml as they were.
 CHECKPOINT_DAMAGE = {
@@ -180,8 +192,9 @@ CHECKPOINT_DAMAGE = {
     "random_bytes": (lambda s, d: d.write_bytes(np.random.default_rng(3).bytes(70000)), ["not an HDF5 file"]),
     "text_file": (lambda s, d: d.write_text("[run]\ndays = 1\n"), ["not an HDF5 file"]),
     "foreign_hdf5": (lambda s, d: h5py.File(d, "w").close(), ["not a marrow3d checkpoint"]),
+    "foreign_hdf5_with_data": (lambda s, d: _foreign_with_data(d), ["not a marrow3d checkpoint"]),
     "device_file": (lambda s, d: d.symlink_to("/dev/zero"), ["not a regular file"]),
-    "schema_99": ("edit", lambda h5: h5["meta"].attrs.__setitem__("schema_version", 99), ["schema_version 99"]),
+    "schema_99": ("edit", lambda h5: h5["meta"].attrs.__setitem__("schema_version", 99), ["schema_version 99", "reads 1"]),
     # issue 16 item 5: each edit is caught by the checksums ...
     "config_days_changed": ("edit", _attr_text("meta@config_toml", "days = 0.5", "days = 3.0"),
                             ["does not match its checksums", "/meta@config_toml"]),
@@ -200,7 +213,10 @@ CHECKPOINT_DAMAGE = {
     "oxygen_wrong_shape": ("edit", _replace("state/model/fields/oxygen", lambda a: a[:, :, :-1]),
                            ["/state/model/fields/oxygen", "has shape"]),
     "cells_dataset_deleted": ("edit", lambda h5: h5["state/model/cells"].__delitem__("cells"),
-                              ["/state/model/cells/cells"]),
+                              ["missing dataset /state/model/cells/cells"]),
+    # 16 bytes inverted in the first stored chunk of a field (Fletcher-32 catches it)
+    "oxygen_chunk_corrupted": (lambda s, d: _invert_chunk_bytes(s, d, "state/model/fields/oxygen"),
+                               ["cannot be read"]),
     # without the checksum record (an older file, or a record removed with the damage), the
     # content checks catch what is out of range
     "no_record_cell_code_99": ("bare", _set_values("state/model/cells/cells", lambda a, h5: a == 0, 99),
