@@ -7,8 +7,12 @@ Kernels take explicit dtypes, so one CPU initialisation serves float32 and float
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import pytest
+from _seed_runs import JOBS, SeedRuns
+
+_SEED_RUNS = SeedRuns()
 
 
 @pytest.fixture(scope="session")
@@ -52,3 +56,26 @@ def rng():
 
 # Tiny runs shared across modules (made once per session, read only): see tests/_runs.py.
 from _runs import dosed_run, quick_run  # noqa: E402,F401
+
+
+def pytest_collection_modifyitems(session, config, items):
+    """Run the modules whose fixtures are background seed runs last (stable otherwise)."""
+    items.sort(key=lambda item: Path(str(item.fspath)).name in JOBS)
+
+
+def pytest_collection_finish(session):
+    """Start the selected modules' seed runs now (see tests/_seed_runs.py)."""
+    if session.config.option.collectonly:
+        return
+    modules = {Path(str(item.fspath)).name for item in session.items}
+    _SEED_RUNS.start(modules & set(JOBS), other_tests=bool(modules - set(JOBS)))
+
+
+def pytest_sessionfinish(session, exitstatus):
+    _SEED_RUNS.close()
+
+
+@pytest.fixture(scope="session")
+def seed_runs():
+    """The background seed runs (tests/_seed_runs.py): ``seed_runs.results("test_x.py")``."""
+    return _SEED_RUNS

@@ -7,15 +7,8 @@ few niche slots make a single value noisy.
 
 from __future__ import annotations
 
-import multiprocessing
-import os
-from concurrent.futures import ProcessPoolExecutor
-
 import numpy as np
 import pytest
-from _calibration_runs import natural_history as _natural_history
-
-SEEDS = (1, 2, 3)
 
 
 def _first_day(history, name, predicate):
@@ -26,12 +19,9 @@ def _first_day(history, name, predicate):
 
 
 @pytest.fixture(scope="module")
-def natural_history():
-    # one process per seed, side by side; "spawn": a forked child would inherit an
-    # initialised Taichi runtime
-    workers = max(1, min(len(SEEDS), os.cpu_count() or 1))
-    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
-        return list(pool.map(_natural_history, SEEDS))
+def natural_history(seed_runs):
+    # seeds 1-3, run in a worker process started at collection (tests/_seed_runs.py)
+    return seed_runs.results("test_calibration.py")
 
 
 def test_leukemic_takeover_in_three_to_five_weeks(natural_history):

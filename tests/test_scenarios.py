@@ -32,9 +32,10 @@ def _run_seeds(chemo_only: bool):
 
 
 @pytest.fixture(scope="module")
-def chemo():
-    """7+3 alone, from the day-21 diagnosis of each seed."""
-    return _run_seeds(chemo_only=True)
+def chemo(seed_runs):
+    """7+3 alone, from the day-21 diagnosis of each seed (run in the background from collection
+    on, tests/_seed_runs.py)."""
+    return seed_runs.results("test_scenarios.py")
 
 
 @pytest.fixture(scope="module")

@@ -43,8 +43,8 @@ _LATTICE_STATE = {"cells": "cells", "lodged": "lodged", "integrity": "vessel_int
                   "niche_conditioned": "niche_conditioned"}  # the last only with cells.niche_conditioning on
 #: Units of the per-voxel arrays as docs/file-format.md states them (used where a file's
 #: datasets carry no ``units`` attribute: checkpoints, and tissue/niche everywhere).
-ARRAY_UNITS = {"tissue": "code", "niche": "code", "cells": "code", "lodged": "flag", "integrity": "1", "niche_conditioned": "flag",
-               "oxygen": "mmHg", "signal": "su", "cytarabine": "uM", "daunorubicin": "uM", "cxcl12": "nM"}
+ARRAY_UNITS = {"tissue": "code", "niche": "code", "cells": "code", "lodged": "flag", "integrity": "1",
+               "niche_conditioned": "flag", "oxygen": "mmHg", "signal": "su", "cytarabine": "uM", "daunorubicin": "uM", "cxcl12": "nM"}
 
 
 class RunDataError(Marrow3DError, LookupError):
