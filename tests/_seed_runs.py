@@ -27,14 +27,14 @@ JOBS = {
 
 
 class SeedRuns:
-    """Futures of the seed runs, keyed by module file name; one pool for the session."""
+    """Pending seed runs (pool AsyncResults), keyed by module file name; one pool per session."""
 
     def __init__(self) -> None:
         self._pool = None  # a multiprocessing Pool: terminate() stops work nobody will read
         self._futures: dict[str, list] = {}
 
     def start(self, modules: set[str], other_tests: bool) -> None:
-        wanted = [m for m in JOBS if m in modules]
+        wanted = [m for m in JOBS if m in modules]  # JOBS order: calibration first
         if not wanted:
             return
         workers = 1 if other_tests else max(1, min(2, os.cpu_count() or 1))
@@ -44,7 +44,7 @@ class SeedRuns:
             self._futures[m] = [self._pool.apply_async(JOBS[m], (seed,)) for seed in SEEDS]
 
     def results(self, module: str) -> list:
-        """The seed results of ``module`` (run here if nothing was started, e.g. under -p no:...)."""
+        """The seed results of ``module``; run here, in order, if collection did not start them."""
         if module not in self._futures:
             return [JOBS[module](seed) for seed in SEEDS]
         return [f.get() for f in self._futures[module]]
